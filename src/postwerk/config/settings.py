@@ -1,0 +1,262 @@
+"""The server's configuration, declared once.
+
+`postwerk.toml` in the data directory is read into `Settings`; environment
+variables `POSTWERK_<SECTION>__<FIELD>` override it. Every field carries its
+documentation here; `docs/configuration.md` is generated from this module
+(`postwerk config reference`), and a test keeps the two equal.
+
+What is *data* in Exchange (receive connectors, accepted domains, recipients)
+lives in the directory database, not here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_FILE = "postwerk.toml"
+
+ROLE_NAMES = ("cas", "mailbox", "edge")
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hostname: str = Field(
+        "localhost",
+        description="Fully qualified name of this server: greeting banners, Received headers, "
+        "the certificate's subject, the MX target printed by `init`.",
+    )
+    organization: str = Field(
+        "postwerk", description="Name of the Exchange organization this server belongs to."
+    )
+    roles: list[str] = Field(
+        default_factory=lambda: ["cas", "mailbox"],
+        description="Roles this process hosts: `cas` (Client Access front end), `mailbox` "
+        "(store and transport), `edge` (perimeter relay). One process may host cas+mailbox.",
+    )
+    bind: str = Field(
+        "",
+        description="Address every listener binds to. Empty: all IPv4 and IPv6 addresses.",
+    )
+    port_offset: int = Field(
+        0,
+        ge=0,
+        le=60000,
+        description="Added to every listener port so the system runs unprivileged "
+        "(10000: 25 → 10025, 587 → 10587). `serve --port-offset` overrides it.",
+    )
+
+
+class PortSettings(BaseModel):
+    """Listener ports, defaulting to the reference's (Exchange 2013 network ports)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    smtp: int = Field(25, description="Inbound SMTP, receive connector \"Default Frontend\".")
+    submission: int = Field(
+        587, description="Authenticated submission, receive connector \"Client Frontend\"."
+    )
+    imap: int = Field(143, description="IMAP4 with STARTTLS (disabled by default; M3).")
+    imaps: int = Field(993, description="IMAP4 over TLS (disabled by default; M3).")
+    pop3: int = Field(110, description="POP3 with STLS (disabled by default; M3).")
+    pop3s: int = Field(995, description="POP3 over TLS (disabled by default; M3).")
+    https: int = Field(443, description="HTTPS services on the Client Access role (later issues).")
+    http: int = Field(80, description="Plain HTTP services on the Client Access role.")
+    hub_smtp: int = Field(
+        2525, description="Mailbox transport, receive connector \"Default <server>\" (M4)."
+    )
+    client_proxy: int = Field(
+        465, description="Mailbox transport, receive connector \"Client Proxy <server>\" (M4)."
+    )
+    outbound_proxy: int = Field(
+        717, description="Client Access, receive connector \"Outbound Proxy Frontend\" (M2/M4)."
+    )
+    mailbox_delivery: int = Field(475, description="Mailbox Transport Delivery (M4).")
+    imap_backend: int = Field(1993, description="IMAP4 back end on the Mailbox server (M3/M4).")
+    pop3_backend: int = Field(1995, description="POP3 back end on the Mailbox server (M3/M4).")
+    http_backend: int = Field(444, description="Back-end HTTP on the Mailbox server (M4).")
+    edgesync: int = Field(50636, description="EdgeSync LDAP over TLS on the Edge role.")
+
+
+class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        "",
+        description="Database URL. Empty: SQLite file `postwerk.db` in the data directory "
+        "(the embedded default). `postgresql://…` arrives in M4.",
+    )
+
+
+class TlsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    certificate: str = Field(
+        "tls/server.crt",
+        description="PEM certificate chain, relative to the data directory or absolute. `init` "
+        "writes a self-signed one for the hostname; replace it with your own PEM pair.",
+    )
+    private_key: str = Field(
+        "tls/server.key", description="PEM private key matching `certificate`."
+    )
+    minimum_version: str = Field(
+        "TLSv1.2", description="Lowest TLS version offered: `TLSv1.2` or `TLSv1.3`."
+    )
+
+
+class TransportSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_hop_count: int = Field(
+        100,
+        ge=10,
+        description="Received headers after which a message is refused as a loop "
+        "(RFC 5321 §6.3 asks for at least 100).",
+    )
+    delivery_workers: int = Field(
+        4, ge=1, le=64, description="Concurrent local delivery batches."
+    )
+    delivery_batch: int = Field(
+        64, ge=1, le=1024, description="Recipients delivered into mailboxes per store transaction."
+    )
+    max_recipients_per_message: int = Field(
+        5000, ge=1, description="Organization-wide recipient limit (Exchange's default 5000)."
+    )
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tarpit_seconds: float = Field(
+        5.0, ge=0, description="Delay before answering a failed AUTH (Exchange AuthTarpitInterval)."
+    )
+    lockout_failures: int = Field(
+        10, ge=1, description="Failed logins within `lockout_window` that lock an account or IP."
+    )
+    lockout_window: float = Field(
+        600.0, ge=1, description="Window in seconds over which failed logins are counted."
+    )
+    argon2_profile: str = Field(
+        "default",
+        description="Password hashing cost: `default` (~30 ms per check) or `cheap` (tests only).",
+    )
+
+
+class LoggingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: str = Field("info", description="debug, info, warning or error.")
+    format: str = Field("json", description="`json` (one object per line) or `console`.")
+
+
+class Settings(BaseModel):
+    """Everything `postwerk.toml` may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    ports: PortSettings = Field(default_factory=PortSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in environ.items():
+        if not key.startswith("POSTWERK_") or "__" not in key:
+            continue
+        section, _, field = key[len("POSTWERK_") :].lower().partition("__")
+        if section in Settings.model_fields:
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def load_settings(data_dir: Path, environ: dict[str, str] | None = None) -> Settings:
+    path = data_dir / CONFIG_FILE
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found: run `postwerk init` first") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for section, values in _env_overrides(environ or {}).items():
+        raw.setdefault(section, {}).update(values)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    bad = [r for r in settings.server.roles if r not in ROLE_NAMES]
+    if bad:
+        raise ConfigError(f"{path}: server.roles: unknown role {bad[0]!r}")
+    return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_toml(settings: Settings) -> str:
+    """The configuration file `init` writes: every field, with its description as a comment."""
+    lines = ["# postwerk configuration. Reference: docs/configuration.md", ""]
+    for section_name, section_field in Settings.model_fields.items():
+        section = getattr(settings, section_name)
+        lines.append(f"[{section_name}]")
+        for name, field in type(section).model_fields.items():
+            if field.description:
+                lines.append(f"# {field.description}")
+            lines.append(f"{name} = {_toml_value(getattr(section, name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_reference() -> str:
+    """docs/configuration.md, generated from the model."""
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `postwerk config reference` from src/postwerk/config/settings.py;",
+        "     do not edit by hand. -->",
+        "",
+        f"`postwerk init` writes `{CONFIG_FILE}` into the data directory (`--data-dir`, else",
+        "`$POSTWERK_DATA_DIR`, else `./postwerk-data`). Every field can be overridden by an",
+        "environment variable `POSTWERK_<SECTION>__<FIELD>`, e.g. `POSTWERK_LOGGING__LEVEL=debug`.",
+        "Receive connectors, accepted domains and recipients are data in the directory database",
+        "and are changed with the CLI (see cli.md), not here.",
+        "",
+    ]
+    for section_name, section_field in Settings.model_fields.items():
+        model = section_field.default_factory() if section_field.default_factory else None
+        assert model is not None
+        doc = (type(model).__doc__ or "").strip()
+        out.append(f"## [{section_name}]")
+        out.append("")
+        if doc:
+            out.extend([doc, ""])
+        out.append("| field | default | description |")
+        out.append("|---|---|---|")
+        for name, field in type(model).model_fields.items():
+            default = _toml_value(getattr(model, name))
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(f"| `{name}` | `{default}` | {desc} |")
+        out.append("")
+    return "\n".join(out)

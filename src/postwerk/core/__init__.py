@@ -1,0 +1,1 @@
+"""Vocabulary shared by every layer: addresses, replies, ids, protocol-neutral errors."""
