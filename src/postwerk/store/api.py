@@ -1,0 +1,268 @@
+"""The storage contracts. Domain code depends on these Protocols only.
+
+Backends (`store.memory`, `store.sqlite`, later `store.postgres`) implement them
+and are chosen in the composition roots (`postwerk.roles`). One conformance
+suite (`tests/conformance`) runs against every backend.
+
+Invariants every backend keeps:
+- UIDs in a folder strictly increase and are never reused (UIDNEXT only grows).
+- MODSEQ is per mailbox folder, strictly increasing with every change.
+- Folder counters (messages, unseen, size) always equal what the items say.
+- `deliver` is idempotent per (mailbox, delivery_key): a repeated delivery
+  returns the existing item, so crash recovery can simply redo deliveries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Protocol
+
+from postwerk.store.records import (
+    AcceptedDomain,
+    DomainType,
+    Folder,
+    Item,
+    NewItem,
+    Organization,
+    QueuedMessage,
+    QueuedRecipient,
+    QueueSummary,
+    ReceiveConnector,
+    Recipient,
+    RecipientKind,
+    RecipientStatus,
+    TrackingEvent,
+)
+
+# Exchange 2013's default folder set: (name, container class, IMAP special-use).
+DEFAULT_FOLDERS: tuple[tuple[str, str, str | None], ...] = (
+    ("Inbox", "IPF.Note", None),
+    ("Drafts", "IPF.Note", "\\Drafts"),
+    ("Sent Items", "IPF.Note", "\\Sent"),
+    ("Deleted Items", "IPF.Note", "\\Trash"),
+    ("Junk Email", "IPF.Note", "\\Junk"),
+    ("Outbox", "IPF.Note", None),
+    ("Calendar", "IPF.Appointment", None),
+    ("Contacts", "IPF.Contact", None),
+    ("Tasks", "IPF.Task", None),
+    ("Notes", "IPF.StickyNote", None),
+    ("Journal", "IPF.Journal", None),
+)
+
+
+# ---------------------------------------------------------------- shared rules
+# Small pure functions that pin down contract semantics, so every backend (and
+# the conformance suite) agrees on them instead of re-deriving them.
+
+
+def folder_key(name: str) -> str:
+    """The stored folder name a client's name refers to.
+
+    RFC 9051 §5.1: INBOX is case-insensitive; every other name matches exactly.
+    """
+    return "Inbox" if name.upper() == "INBOX" else name
+
+
+def address_key(address: str) -> str:
+    """The lookup key of an address: whole address case-insensitive.
+
+    RFC 5321 §2.4 lets the local part be case-sensitive, but Exchange (and every
+    client's expectation) treats proxy addresses case-insensitively.
+    """
+    return address.lower()
+
+
+def queue_name(recipient: QueuedRecipient) -> str:
+    """The queue a pending recipient sits in, as Exchange's Get-Queue names it."""
+    if recipient.status == RecipientStatus.UNREACHABLE or recipient.next_hop == "unreachable":
+        return "Unreachable"
+    if recipient.next_hop == "":
+        return "Submission"
+    if recipient.next_hop.startswith("mailbox:"):
+        return "mailbox delivery"
+    return recipient.next_hop
+
+
+PENDING_STATUSES: frozenset[RecipientStatus] = frozenset(
+    {RecipientStatus.READY, RecipientStatus.UNREACHABLE}
+)
+
+
+def queue_summaries(pending: Iterable[QueuedRecipient], now: float) -> list[QueueSummary]:
+    """Group pending recipients into queues; `count` is distinct messages per queue.
+
+    A queue is in "Retry" when a recipient in it has failed before and waits for
+    its next attempt; otherwise "Ready".
+    """
+    groups: dict[str, list[QueuedRecipient]] = {}
+    for r in pending:
+        if r.status in PENDING_STATUSES:
+            groups.setdefault(queue_name(r), []).append(r)
+    out: list[QueueSummary] = []
+    for name in sorted(groups):
+        rs = groups[name]
+        waiting = [r for r in rs if r.attempts > 0 and r.next_attempt > now]
+        errored = sorted((r for r in rs if r.last_error), key=lambda r: r.attempts)
+        out.append(
+            QueueSummary(
+                name=name,
+                status="Retry" if waiting else "Ready",
+                count=len({r.message_id for r in rs}),
+                last_error=errored[-1].last_error if errored else "",
+                next_retry=min(r.next_attempt for r in waiting) if waiting else None,
+            )
+        )
+    return out
+
+
+class BlobWriter(Protocol):
+    """A blob being written. `commit` makes it durable (fsync) and returns its id."""
+
+    size: int
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> str: ...
+
+    async def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Immutable message bodies, written once and shared by every recipient."""
+
+    def writer(self) -> BlobWriter: ...
+
+    async def read(self, blob_id: str) -> bytes: ...
+
+    def stream(self, blob_id: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+
+    async def size(self, blob_id: str) -> int: ...
+
+    async def delete(self, blob_id: str) -> None: ...
+
+    async def ids(self) -> list[str]: ...
+
+
+class DirectoryStore(Protocol):
+    """What Active Directory holds for an Exchange organization."""
+
+    async def get_organization(self) -> Organization | None: ...
+
+    async def set_organization(self, name: str) -> Organization: ...
+
+    async def add_domain(
+        self, name: str, type: DomainType, default: bool = False
+    ) -> AcceptedDomain: ...
+
+    async def remove_domain(self, name: str) -> None: ...
+
+    async def list_domains(self) -> list[AcceptedDomain]: ...
+
+    async def add_recipient(
+        self,
+        kind: RecipientKind,
+        primary_address: str,
+        display_name: str,
+        password_hash: str | None = None,
+        quota_bytes: int | None = None,
+    ) -> Recipient: ...
+
+    async def remove_recipient(self, recipient_id: int) -> None: ...
+
+    async def find_recipient(self, address: str) -> Recipient | None:
+        """Look up by any proxy address (primary or alias), case-insensitively."""
+        ...
+
+    async def get_recipient(self, recipient_id: int) -> Recipient | None: ...
+
+    async def list_recipients(self, kind: RecipientKind | None = None) -> list[Recipient]: ...
+
+    async def set_password_hash(self, recipient_id: int, password_hash: str) -> None: ...
+
+    async def add_alias(self, recipient_id: int, address: str) -> None: ...
+
+    async def remove_alias(self, address: str) -> None: ...
+
+    async def add_group_member(self, group_id: int, address: str) -> None: ...
+
+    async def remove_group_member(self, group_id: int, address: str) -> None: ...
+
+    async def group_members(self, group_id: int) -> list[str]: ...
+
+    async def list_receive_connectors(self) -> list[ReceiveConnector]: ...
+
+    async def put_receive_connector(self, connector: ReceiveConnector) -> None: ...
+
+
+class MailStore(Protocol):
+    """Mailboxes' folders and items; read by every client protocol."""
+
+    async def create_default_folders(self, mailbox_id: int) -> list[Folder]: ...
+
+    async def list_folders(self, mailbox_id: int) -> list[Folder]: ...
+
+    async def get_folder(self, mailbox_id: int, name: str) -> Folder:
+        """Raise FolderNotFound when absent. Name match is case-insensitive for Inbox only."""
+        ...
+
+    async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
+        """Insert items (one transaction per batch); idempotent per delivery_key."""
+        ...
+
+    async def list_items(self, folder_id: int, limit: int | None = None) -> list[Item]: ...
+
+    async def get_item(self, folder_id: int, uid: int) -> Item: ...
+
+    async def set_flags(
+        self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()
+    ) -> list[Item]: ...
+
+    async def expunge(self, folder_id: int, uids: Sequence[int]) -> list[int]: ...
+
+    async def delete_mailbox(self, mailbox_id: int) -> list[str]:
+        """Remove all folders and items; return blob ids no longer referenced by this store."""
+        ...
+
+
+class QueueStore(Protocol):
+    """The transport service's durable queue."""
+
+    async def enqueue(self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]) -> None:
+        """Envelope and every recipient row in one transaction."""
+        ...
+
+    async def get_message(self, message_id: str) -> QueuedMessage | None: ...
+
+    async def recipients(self, message_id: str) -> list[QueuedRecipient]: ...
+
+    async def due(self, now: float, limit: int = 500) -> list[QueuedRecipient]:
+        """Recipients in READY whose next_attempt <= now."""
+        ...
+
+    async def update_recipients(self, updates: Sequence[QueuedRecipient]) -> None: ...
+
+    async def list_messages(self, status: RecipientStatus | None = None) -> list[QueuedMessage]: ...
+
+    async def summaries(self) -> list[QueueSummary]: ...
+
+    async def remove_message(self, message_id: str) -> None: ...
+
+    async def finished_messages(self) -> list[str]:
+        """Messages with no recipient left in READY or UNREACHABLE: their blob may go."""
+        ...
+
+
+class TrackingLog(Protocol):
+    """Exchange's message tracking log."""
+
+    async def append(self, events: Sequence[TrackingEvent]) -> None: ...
+
+    async def search(
+        self,
+        sender: str | None = None,
+        recipient: str | None = None,
+        message_id: str | None = None,
+        since: float | None = None,
+        event_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[TrackingEvent]: ...

@@ -1,0 +1,211 @@
+"""Message bodies as immutable files: `root/<ab>/<blob id>`.
+
+Invariants:
+- Nothing half-written is ever visible under a blob id. A writer fills a temp
+  file in `root/tmp/`; `commit` fsyncs it, renames it into place (atomic on
+  POSIX) and fsyncs the directory, so once `commit` returns the blob survives
+  power loss (like Postfix: a queue file is "ready" only after its fsync).
+- Leftovers in `root/tmp/` are garbage from a crash; `open` removes them.
+- Blobs never change after commit; they are deleted only when no queue entry or
+  item refers to them (the caller decides; `delete` is idempotent).
+
+Blob ids are `core.ids.new_id()` (time-sortable). The fan-out directory is the
+last two hex digits of the id's random tail, so the 256 directories fill evenly.
+File I/O runs in worker threads, in pieces of at least `FLUSH_AT` bytes: a
+typical message costs one thread hop, at commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from postwerk.core.errors import NotFound
+from postwerk.core.ids import new_id
+
+# Buffer small writes in memory up to this size before a thread hop.
+FLUSH_AT = 256 * 1024
+
+_BLOB_ID = re.compile(r"[0-9a-f]{20}")
+_FANOUT = re.compile(r"[0-9a-f]{2}")
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename or a new entry is durable only once its directory is fsynced.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBlobWriter:
+    """One blob being written; see the module invariants."""
+
+    def __init__(self, store: FileBlobStore) -> None:
+        self._store = store
+        self._buffer = bytearray()
+        self._file: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._done = False
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= FLUSH_AT:
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+            await asyncio.to_thread(self._write_sync, chunk)
+
+    async def commit(self) -> str:
+        """fsync, rename into place, fsync the directory; return the new blob id."""
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._done = True
+        chunk = bytes(self._buffer)
+        self._buffer.clear()
+        try:
+            return await asyncio.to_thread(self._commit_sync, chunk)
+        except Exception:
+            await asyncio.to_thread(self._discard_sync)
+            raise
+
+    async def abort(self) -> None:
+        self._done = True
+        self._buffer.clear()
+        if self._file is not None or self._tmp is not None:
+            await asyncio.to_thread(self._discard_sync)
+
+    # ---------------------------------------------------------------- threads
+
+    def _write_sync(self, chunk: bytes) -> None:
+        if self._file is None:
+            fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, suffix=".tmp")
+            self._tmp = Path(name)
+            self._file = os.fdopen(fd, "wb")
+        if chunk:
+            self._file.write(chunk)
+
+    def _commit_sync(self, chunk: bytes) -> str:
+        self._write_sync(chunk)
+        assert self._file is not None and self._tmp is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        while True:
+            blob_id = new_id()
+            final = self._store.path(blob_id)
+            # Ids collide only with the same µs and the same 32 random bits;
+            # never overwrite a committed blob even then.
+            if not final.exists():
+                break
+        self._store.ensure_fanout(final.parent)
+        os.rename(self._tmp, final)
+        self._tmp = None
+        _fsync_dir(final.parent)
+        return blob_id
+
+    def _discard_sync(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+class FileBlobStore:
+    """BlobStore on a local directory. Use `await FileBlobStore.open(root)` at startup."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    async def open(cls, root: Path) -> FileBlobStore:
+        """Construct and remove what a crash left in `tmp/`."""
+        store = cls(root)
+        await store.cleanup_temp()
+        return store
+
+    async def cleanup_temp(self) -> int:
+        """Remove half-written temp files; return how many. Call only at startup:
+        it would also remove files of writers still in progress."""
+
+        def run() -> int:
+            removed = 0
+            for entry in self.tmp_dir.iterdir():
+                if entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(run)
+
+    def path(self, blob_id: str) -> Path:
+        """Where a blob lives. Raises NotFound for anything that is not a blob id,
+        so a crafted id can never name a path outside the store."""
+        if not _BLOB_ID.fullmatch(blob_id):
+            raise NotFound(f"blob {blob_id!r} not found")
+        return self.root / blob_id[-2:] / blob_id
+
+    def ensure_fanout(self, directory: Path) -> None:
+        """Create a fan-out directory durably (sync; called from worker threads)."""
+        if directory.is_dir():
+            return
+        directory.mkdir(exist_ok=True)
+        _fsync_dir(self.root)
+
+    def writer(self) -> FileBlobWriter:
+        return FileBlobWriter(self)
+
+    async def read(self, blob_id: str) -> bytes:
+        path = self.path(blob_id)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"blob {blob_id} not found") from None
+
+    async def stream(self, blob_id: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        path = self.path(blob_id)
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {blob_id} not found") from None
+        try:
+            while chunk := await asyncio.to_thread(f.read, chunk_size):
+                yield chunk
+        finally:
+            f.close()
+
+    async def size(self, blob_id: str) -> int:
+        path = self.path(blob_id)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"blob {blob_id} not found") from None
+
+    async def delete(self, blob_id: str) -> None:
+        """Idempotent: garbage collection may run twice after a crash."""
+        path = self.path(blob_id)
+        await asyncio.to_thread(path.unlink, True)
+
+    async def ids(self) -> list[str]:
+        def run() -> list[str]:
+            found: list[str] = []
+            for sub in self.root.iterdir():
+                if sub.is_dir() and _FANOUT.fullmatch(sub.name):
+                    found.extend(p.name for p in sub.iterdir() if _BLOB_ID.fullmatch(p.name))
+            return sorted(found)
+
+        return await asyncio.to_thread(run)

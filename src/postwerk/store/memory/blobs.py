@@ -1,0 +1,64 @@
+"""BlobStore in a dict, for unit tests. Same semantics as `store.blobs.FileBlobStore`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from postwerk.core.errors import NotFound
+from postwerk.core.ids import new_id
+
+
+class MemoryBlobWriter:
+    def __init__(self, store: MemoryBlobStore) -> None:
+        self._store = store
+        self._parts: list[bytes] = []
+        self._done = False
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._parts.append(bytes(data))
+        self.size += len(data)
+
+    async def commit(self) -> str:
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._done = True
+        blob_id = new_id()
+        self._store._blobs[blob_id] = b"".join(self._parts)
+        self._parts = []
+        return blob_id
+
+    async def abort(self) -> None:
+        self._done = True
+        self._parts = []
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+
+    def writer(self) -> MemoryBlobWriter:
+        return MemoryBlobWriter(self)
+
+    async def read(self, blob_id: str) -> bytes:
+        try:
+            return self._blobs[blob_id]
+        except KeyError:
+            raise NotFound(f"blob {blob_id} not found") from None
+
+    async def stream(self, blob_id: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        data = await self.read(blob_id)
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    async def size(self, blob_id: str) -> int:
+        return len(await self.read(blob_id))
+
+    async def delete(self, blob_id: str) -> None:
+        """Idempotent: garbage collection may run twice."""
+        self._blobs.pop(blob_id, None)
+
+    async def ids(self) -> list[str]:
+        return sorted(self._blobs)

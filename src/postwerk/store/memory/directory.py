@@ -1,0 +1,168 @@
+"""DirectoryStore in dicts, for unit tests. Same semantics as `store.sqlite.directory`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
+from postwerk.store.api import address_key
+from postwerk.store.records import (
+    AcceptedDomain,
+    DomainType,
+    Organization,
+    ReceiveConnector,
+    Recipient,
+    RecipientKind,
+)
+
+
+class MemoryDirectory:
+    def __init__(self) -> None:
+        self._org: Organization | None = None
+        self._domains: dict[str, AcceptedDomain] = {}
+        self._recipients: dict[int, Recipient] = {}
+        self._addresses: dict[str, int] = {}  # address_key -> recipient id
+        self._members: dict[int, dict[str, str]] = {}  # group id -> key -> address
+        self._connectors: dict[str, ReceiveConnector] = {}
+        self._next_id = 1
+
+    async def get_organization(self) -> Organization | None:
+        return self._org
+
+    async def set_organization(self, name: str) -> Organization:
+        created = self._org.created if self._org else time.time()
+        self._org = Organization(name, created)
+        return self._org
+
+    async def add_domain(
+        self, name: str, type: DomainType, default: bool = False
+    ) -> AcceptedDomain:
+        key = name.lower().rstrip(".")
+        if not key:
+            raise InvalidName("empty domain name")
+        if key in self._domains:
+            raise AlreadyExists(f"accepted domain {key} exists")
+        if default:
+            self._domains = {k: replace(d, default=False) for k, d in self._domains.items()}
+        domain = AcceptedDomain(key, type, default)
+        self._domains[key] = domain
+        return domain
+
+    async def remove_domain(self, name: str) -> None:
+        key = name.lower().rstrip(".")
+        if self._domains.pop(key, None) is None:
+            raise NotFound(f"accepted domain {key} not found")
+
+    async def list_domains(self) -> list[AcceptedDomain]:
+        return [self._domains[k] for k in sorted(self._domains)]
+
+    async def add_recipient(
+        self,
+        kind: RecipientKind,
+        primary_address: str,
+        display_name: str,
+        password_hash: str | None = None,
+        quota_bytes: int | None = None,
+    ) -> Recipient:
+        if "@" not in primary_address:
+            raise InvalidName(f"not an address: {primary_address!r}")
+        key = address_key(primary_address)
+        if key in self._addresses:
+            raise AlreadyExists(f"address {key} is in use")
+        rid = self._next_id
+        self._next_id += 1
+        r = Recipient(
+            id=rid,
+            kind=kind,
+            primary_address=primary_address,
+            display_name=display_name,
+            password_hash=password_hash,
+            quota_bytes=quota_bytes,
+            created=time.time(),
+        )
+        self._recipients[rid] = r
+        self._addresses[key] = rid
+        return r
+
+    async def remove_recipient(self, recipient_id: int) -> None:
+        r = self._recipients.pop(recipient_id, None)
+        if r is None:
+            raise NotFound(f"recipient {recipient_id} not found")
+        for address in (r.primary_address, *r.aliases):
+            self._addresses.pop(address_key(address), None)
+        self._members.pop(recipient_id, None)
+
+    async def find_recipient(self, address: str) -> Recipient | None:
+        rid = self._addresses.get(address_key(address))
+        return None if rid is None else self._recipients[rid]
+
+    async def get_recipient(self, recipient_id: int) -> Recipient | None:
+        return self._recipients.get(recipient_id)
+
+    async def list_recipients(self, kind: RecipientKind | None = None) -> list[Recipient]:
+        return [
+            self._recipients[rid]
+            for rid in sorted(self._recipients)
+            if kind is None or self._recipients[rid].kind == kind
+        ]
+
+    async def set_password_hash(self, recipient_id: int, password_hash: str) -> None:
+        r = self._require(recipient_id)
+        self._recipients[recipient_id] = replace(r, password_hash=password_hash)
+
+    async def add_alias(self, recipient_id: int, address: str) -> None:
+        if "@" not in address:
+            raise InvalidName(f"not an address: {address!r}")
+        r = self._require(recipient_id)
+        key = address_key(address)
+        if key in self._addresses:
+            raise AlreadyExists(f"address {key} is in use")
+        self._addresses[key] = recipient_id
+        self._recipients[recipient_id] = replace(r, aliases=(*r.aliases, address))
+
+    async def remove_alias(self, address: str) -> None:
+        key = address_key(address)
+        rid = self._addresses.get(key)
+        if rid is None:
+            raise NotFound(f"alias {address} not found")
+        r = self._recipients[rid]
+        if address_key(r.primary_address) == key:
+            raise InvalidName(f"{address} is a primary address, not an alias")
+        del self._addresses[key]
+        self._recipients[rid] = replace(
+            r, aliases=tuple(a for a in r.aliases if address_key(a) != key)
+        )
+
+    async def add_group_member(self, group_id: int, address: str) -> None:
+        group = self._recipients.get(group_id)
+        if group is None:
+            raise NotFound(f"group {group_id} not found")
+        if group.kind != RecipientKind.GROUP:
+            raise InvalidName(f"recipient {group_id} is not a group")
+        members = self._members.setdefault(group_id, {})
+        key = address_key(address)
+        if key in members:
+            raise AlreadyExists(f"{address} is already a member")
+        members[key] = address
+
+    async def remove_group_member(self, group_id: int, address: str) -> None:
+        members = self._members.get(group_id, {})
+        if members.pop(address_key(address), None) is None:
+            raise NotFound(f"{address} is not a member of group {group_id}")
+
+    async def group_members(self, group_id: int) -> list[str]:
+        members = self._members.get(group_id, {})
+        return [members[k] for k in sorted(members)]
+
+    async def list_receive_connectors(self) -> list[ReceiveConnector]:
+        return [self._connectors[k] for k in sorted(self._connectors)]
+
+    async def put_receive_connector(self, connector: ReceiveConnector) -> None:
+        self._connectors[connector.name] = connector
+
+    def _require(self, recipient_id: int) -> Recipient:
+        r = self._recipients.get(recipient_id)
+        if r is None:
+            raise NotFound(f"recipient {recipient_id} not found")
+        return r

@@ -1,0 +1,225 @@
+"""Records that cross the storage boundary. Plain frozen dataclasses, no behaviour.
+
+Every backend (memory, SQLite, later PostgreSQL) stores and returns exactly these.
+Times are UTC epoch seconds as floats, so that both databases agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+# ---------------------------------------------------------------- directory
+
+
+class DomainType(StrEnum):
+    """Exchange's AcceptedDomain DomainType."""
+
+    AUTHORITATIVE = "authoritative"
+    INTERNAL_RELAY = "internal-relay"
+    EXTERNAL_RELAY = "external-relay"
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    name: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedDomain:
+    name: str  # lower-case A-label form
+    type: DomainType
+    default: bool = False
+
+
+class RecipientKind(StrEnum):
+    MAILBOX = "mailbox"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A mailbox or a distribution group, with all its proxy addresses."""
+
+    id: int
+    kind: RecipientKind
+    primary_address: str
+    display_name: str
+    aliases: tuple[str, ...] = ()
+    password_hash: str | None = None  # argon2id encoded hash; None for groups
+    quota_bytes: int | None = None
+    enabled: bool = True
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveConnector:
+    """Exchange's ReceiveConnector as data (New-ReceiveConnector parameters)."""
+
+    name: str
+    transport_role: str  # "FrontendTransport" | "HubTransport"
+    bindings: tuple[str, ...]  # "0.0.0.0:25", "[::]:25"
+    remote_ip_ranges: tuple[str, ...]  # CIDR; the most specific match wins
+    permission_groups: tuple[str, ...]  # AnonymousUsers, ExchangeUsers, ExchangeServers, ...
+    auth_mechanisms: tuple[str, ...]  # TLS, BasicAuth, BasicAuthRequireTLS, ExchangeServer
+    max_message_size: int
+    max_recipients_per_message: int
+    max_header_size: int = 128 * 1024
+    banner: str | None = None
+    enabled: bool = True
+    require_tls: bool = False
+    connection_timeout: float = 600.0
+    connection_inactivity_timeout: float = 300.0
+    auth_tarpit_interval: float = 5.0
+    max_inbound_connections: int = 5000
+    max_protocol_errors: int = 5
+    bound: bool = True  # False: defined for a role split (M4) but not listened on
+
+
+# ---------------------------------------------------------------- mailbox store
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    id: int
+    mailbox_id: int
+    name: str  # display name, e.g. "Sent Items"; hierarchy with "/" separator
+    container_class: str  # IPF.Note, IPF.Appointment, ...
+    special_use: str | None  # \\Sent, \\Trash, \\Junk, \\Drafts, \\Inbox-like None
+    uidvalidity: int
+    uidnext: int
+    highest_modseq: int
+    messages: int
+    unseen: int
+    size: int
+
+    @property
+    def is_mail(self) -> bool:
+        return self.container_class == "IPF.Note"
+
+
+class Flag:
+    """System flags as bits (IMAP RFC 9051 §2.3.2), so SEARCH on flags uses an index."""
+
+    SEEN = 1
+    ANSWERED = 2
+    FLAGGED = 4
+    DELETED = 8
+    DRAFT = 16
+
+    NAMES: ClassVar[dict[int, str]] = {
+        SEEN: "\\Seen",
+        ANSWERED: "\\Answered",
+        FLAGGED: "\\Flagged",
+        DELETED: "\\Deleted",
+        DRAFT: "\\Draft",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """What delivery or APPEND hands to the store."""
+
+    mailbox_id: int
+    folder_name: str
+    item_class: str  # IPM.Note
+    blob_id: str
+    header_prefix: bytes  # e.g. Return-Path stamped at delivery, prepended to the blob
+    size: int  # len(header_prefix) + blob size
+    internal_date: float
+    flags: int = 0
+    keywords: tuple[str, ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)  # envelope, bodystructure, ...
+    delivery_key: str | None = None  # idempotency: same key in the same mailbox => same item
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    mailbox_id: int
+    folder_id: int
+    uid: int
+    item_class: str
+    blob_id: str
+    header_prefix: bytes
+    size: int
+    internal_date: float
+    flags: int
+    keywords: tuple[str, ...]
+    modseq: int
+    summary: dict[str, Any]
+    delivery_key: str | None
+
+
+# ---------------------------------------------------------------- transport
+
+
+class RecipientStatus(StrEnum):
+    READY = "ready"  # waiting for the categorizer / delivery
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent failure; an NDR is due (M2)
+    UNREACHABLE = "unreachable"  # no route (no send connector yet)
+    RELAYED = "relayed"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    id: str
+    blob_id: str
+    sender: str  # "" is the null reverse-path
+    size: int
+    received: float
+    source: str  # SMTP, DSN, AGENT, ...
+    connector: str
+    client_ip: str
+    server_ip: str
+    internet_message_id: str
+    subject: str
+    auth_user: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # DSN RET/ENVID, BODY, SMTPUTF8
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipient:
+    message_id: str
+    address: str
+    status: RecipientStatus = RecipientStatus.READY
+    next_hop: str = ""  # "mailbox:<id>", "unreachable", a domain for M2
+    params: dict[str, Any] = field(default_factory=dict)  # NOTIFY, ORCPT
+    attempts: int = 0
+    last_error: str = ""
+    next_attempt: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    name: str  # next hop: "Submission", "mailbox delivery", "Unreachable", ...
+    status: str  # Active, Ready, Retry, Suspended
+    count: int
+    last_error: str = ""
+    next_retry: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingEvent:
+    """One line of the message tracking log (Exchange's MSGTRK fields, the ones we have)."""
+
+    timestamp: float
+    event_id: str  # RECEIVE, SUBMIT, RESOLVE, EXPAND, DELIVER, DEFER, FAIL, DSN, ...
+    source: str  # SMTP, STOREDRIVER, ROUTING, AGENT, ADMIN
+    message_id: str  # internal queue id
+    internet_message_id: str = ""
+    sender: str = ""
+    return_path: str = ""
+    recipients: tuple[str, ...] = ()
+    recipient_status: str = ""
+    connector: str = ""
+    client_ip: str = ""
+    server_ip: str = ""
+    server_hostname: str = ""
+    total_bytes: int = 0
+    subject: str = ""
+    related_recipient: str = ""
+    reference: str = ""

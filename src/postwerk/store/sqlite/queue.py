@@ -1,0 +1,243 @@
+"""QueueStore on SQL: the transport queue's envelopes and per-recipient state.
+
+`enqueue` is one write job (envelope plus every recipient row), and
+`Database.write` returns only after the commit's fsync: the caller may answer
+250 as soon as it returns (STYLE habit 8). The body blob is fsynced by the
+BlobStore before the envelope that names it is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy.engine import Connection, RowMapping
+
+from postwerk.core.errors import AlreadyExists, NotFound
+from postwerk.store.api import PENDING_STATUSES, queue_summaries
+from postwerk.store.records import QueuedMessage, QueuedRecipient, QueueSummary, RecipientStatus
+from postwerk.store.sqlite.database import Database
+from postwerk.store.sqlite.schema import queue_message, queue_recipient
+
+_PENDING = sorted(s.value for s in PENDING_STATUSES)
+
+
+def _message(m: RowMapping) -> QueuedMessage:
+    return QueuedMessage(
+        id=m["id"],
+        blob_id=m["blob_id"],
+        sender=m["sender"],
+        size=m["size"],
+        received=m["received"],
+        source=m["source"],
+        connector=m["connector"],
+        client_ip=m["client_ip"],
+        server_ip=m["server_ip"],
+        internet_message_id=m["internet_message_id"],
+        subject=m["subject"],
+        auth_user=m["auth_user"],
+        params=json.loads(m["params"]),
+    )
+
+
+def _recipient(m: RowMapping) -> QueuedRecipient:
+    return QueuedRecipient(
+        message_id=m["message_id"],
+        address=m["address"],
+        status=RecipientStatus(m["status"]),
+        next_hop=m["next_hop"],
+        params=json.loads(m["params"]),
+        attempts=m["attempts"],
+        last_error=m["last_error"],
+        next_attempt=m["next_attempt"],
+    )
+
+
+_update_recipient = (
+    update(queue_recipient)
+    .where(
+        queue_recipient.c.message_id == bindparam("k_message_id"),
+        queue_recipient.c.address == bindparam("k_address"),
+    )
+    .values(
+        status=bindparam("v_status"),
+        next_hop=bindparam("v_next_hop"),
+        params=bindparam("v_params"),
+        attempts=bindparam("v_attempts"),
+        last_error=bindparam("v_last_error"),
+        next_attempt=bindparam("v_next_attempt"),
+    )
+)
+
+
+class SqliteQueue:
+    """QueueStore over a `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue(self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]) -> None:
+        rcpts = list(recipients)
+        if any(r.message_id != message.id for r in rcpts):
+            raise ValueError("every recipient must belong to the message being enqueued")
+        if len({r.address for r in rcpts}) != len(rcpts):
+            raise AlreadyExists("duplicate recipient address in one message")
+
+        def run(conn: Connection) -> None:
+            taken = conn.scalar(select(queue_message.c.id).where(queue_message.c.id == message.id))
+            if taken is not None:
+                raise AlreadyExists(f"queue message {message.id} exists")
+            conn.execute(
+                insert(queue_message).values(
+                    id=message.id,
+                    blob_id=message.blob_id,
+                    sender=message.sender,
+                    size=message.size,
+                    received=message.received,
+                    source=message.source,
+                    connector=message.connector,
+                    client_ip=message.client_ip,
+                    server_ip=message.server_ip,
+                    internet_message_id=message.internet_message_id,
+                    subject=message.subject,
+                    auth_user=message.auth_user,
+                    params=json.dumps(message.params),
+                )
+            )
+            if rcpts:
+                conn.execute(
+                    insert(queue_recipient),
+                    [
+                        {
+                            "message_id": r.message_id,
+                            "address": r.address,
+                            "ordinal": n,
+                            "status": r.status.value,
+                            "next_hop": r.next_hop,
+                            "params": json.dumps(r.params),
+                            "attempts": r.attempts,
+                            "last_error": r.last_error,
+                            "next_attempt": r.next_attempt,
+                        }
+                        for n, r in enumerate(rcpts)
+                    ],
+                )
+
+        await self._db.write(run)
+
+    async def get_message(self, message_id: str) -> QueuedMessage | None:
+        def run(conn: Connection) -> QueuedMessage | None:
+            row = (
+                (conn.execute(select(queue_message).where(queue_message.c.id == message_id)))
+                .mappings()
+                .first()
+            )
+            return None if row is None else _message(row)
+
+        return await self._db.read(run)
+
+    async def recipients(self, message_id: str) -> list[QueuedRecipient]:
+        """In RCPT TO order."""
+
+        def run(conn: Connection) -> list[QueuedRecipient]:
+            rows = conn.execute(
+                select(queue_recipient)
+                .where(queue_recipient.c.message_id == message_id)
+                .order_by(queue_recipient.c.ordinal)
+            )
+            return [_recipient(r) for r in rows.mappings()]
+
+        return await self._db.read(run)
+
+    async def due(self, now: float, limit: int = 500) -> list[QueuedRecipient]:
+        def run(conn: Connection) -> list[QueuedRecipient]:
+            rows = conn.execute(
+                select(queue_recipient)
+                .where(
+                    queue_recipient.c.status == RecipientStatus.READY.value,
+                    queue_recipient.c.next_attempt <= now,
+                )
+                .order_by(
+                    queue_recipient.c.next_attempt,
+                    queue_recipient.c.message_id,
+                    queue_recipient.c.ordinal,
+                )
+                .limit(limit)
+            )
+            return [_recipient(r) for r in rows.mappings()]
+
+        return await self._db.read(run)
+
+    async def update_recipients(self, updates: Sequence[QueuedRecipient]) -> None:
+        """Store new state for existing recipients; all or nothing (NotFound if one is absent)."""
+        if not updates:
+            return
+        params = [
+            {
+                "k_message_id": r.message_id,
+                "k_address": r.address,
+                "v_status": r.status.value,
+                "v_next_hop": r.next_hop,
+                "v_params": json.dumps(r.params),
+                "v_attempts": r.attempts,
+                "v_last_error": r.last_error,
+                "v_next_attempt": r.next_attempt,
+            }
+            for r in updates
+        ]
+
+        def run(conn: Connection) -> None:
+            for p in params:
+                result = conn.execute(_update_recipient, p)
+                if result.rowcount == 0:
+                    raise NotFound(f"recipient {p['k_address']} of {p['k_message_id']} not found")
+
+        await self._db.write(run)
+
+    async def list_messages(self, status: RecipientStatus | None = None) -> list[QueuedMessage]:
+        """Messages with at least one recipient in `status` (all messages for None)."""
+
+        def run(conn: Connection) -> list[QueuedMessage]:
+            query = select(queue_message).order_by(queue_message.c.received, queue_message.c.id)
+            if status is not None:
+                query = query.where(
+                    exists().where(
+                        queue_recipient.c.message_id == queue_message.c.id,
+                        queue_recipient.c.status == status.value,
+                    )
+                )
+            return [_message(r) for r in (conn.execute(query)).mappings()]
+
+        return await self._db.read(run)
+
+    async def summaries(self) -> list[QueueSummary]:
+        def run(conn: Connection) -> list[QueuedRecipient]:
+            rows = conn.execute(
+                select(queue_recipient).where(queue_recipient.c.status.in_(_PENDING))
+            )
+            return [_recipient(r) for r in rows.mappings()]
+
+        return queue_summaries(await self._db.read(run), time.time())
+
+    async def remove_message(self, message_id: str) -> None:
+        """Remove envelope and recipients; a no-op when absent, so cleanup can be redone."""
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(queue_message).where(queue_message.c.id == message_id))
+
+        await self._db.write(run)
+
+    async def finished_messages(self) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            pending = exists().where(
+                queue_recipient.c.message_id == queue_message.c.id,
+                queue_recipient.c.status.in_(_PENDING),
+            )
+            rows = conn.execute(
+                select(queue_message.c.id).where(~pending).order_by(queue_message.c.id)
+            )
+            return list(rows.scalars())
+
+        return await self._db.read(run)
