@@ -56,9 +56,9 @@ class PortSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    smtp: int = Field(25, description="Inbound SMTP, receive connector \"Default Frontend\".")
+    smtp: int = Field(25, description='Inbound SMTP, receive connector "Default Frontend".')
     submission: int = Field(
-        587, description="Authenticated submission, receive connector \"Client Frontend\"."
+        587, description='Authenticated submission, receive connector "Client Frontend".'
     )
     imap: int = Field(143, description="IMAP4 with STARTTLS (disabled by default; M3).")
     imaps: int = Field(993, description="IMAP4 over TLS (disabled by default; M3).")
@@ -67,13 +67,13 @@ class PortSettings(BaseModel):
     https: int = Field(443, description="HTTPS services on the Client Access role (later issues).")
     http: int = Field(80, description="Plain HTTP services on the Client Access role.")
     hub_smtp: int = Field(
-        2525, description="Mailbox transport, receive connector \"Default <server>\" (M4)."
+        2525, description='Mailbox transport, receive connector "Default <server>" (M4).'
     )
     client_proxy: int = Field(
-        465, description="Mailbox transport, receive connector \"Client Proxy <server>\" (M4)."
+        465, description='Mailbox transport, receive connector "Client Proxy <server>" (M4).'
     )
     outbound_proxy: int = Field(
-        717, description="Client Access, receive connector \"Outbound Proxy Frontend\" (M2/M4)."
+        717, description='Client Access, receive connector "Outbound Proxy Frontend" (M2/M4).'
     )
     mailbox_delivery: int = Field(475, description="Mailbox Transport Delivery (M4).")
     imap_backend: int = Field(1993, description="IMAP4 back end on the Mailbox server (M3/M4).")
@@ -117,9 +117,7 @@ class TransportSettings(BaseModel):
         description="Received headers after which a message is refused as a loop "
         "(RFC 5321 §6.3 asks for at least 100).",
     )
-    delivery_workers: int = Field(
-        4, ge=1, le=64, description="Concurrent local delivery batches."
-    )
+    delivery_workers: int = Field(4, ge=1, le=64, description="Concurrent local delivery batches.")
     delivery_batch: int = Field(
         64, ge=1, le=1024, description="Recipients delivered into mailboxes per store transaction."
     )
@@ -218,7 +216,7 @@ def _toml_value(value: Any) -> str:
 def render_toml(settings: Settings) -> str:
     """The configuration file `init` writes: every field, with its description as a comment."""
     lines = ["# postwerk configuration. Reference: docs/configuration.md", ""]
-    for section_name, section_field in Settings.model_fields.items():
+    for section_name in Settings.model_fields:
         section = getattr(settings, section_name)
         lines.append(f"[{section_name}]")
         for name, field in type(section).model_fields.items():
@@ -245,8 +243,9 @@ def render_reference() -> str:
         "",
     ]
     for section_name, section_field in Settings.model_fields.items():
-        model = section_field.default_factory() if section_field.default_factory else None
-        assert model is not None
+        section_type = section_field.annotation
+        assert isinstance(section_type, type) and issubclass(section_type, BaseModel)
+        model = section_type()
         doc = (type(model).__doc__ or "").strip()
         out.append(f"## [{section_name}]")
         out.append("")

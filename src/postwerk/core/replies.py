@@ -49,10 +49,14 @@ class Reply:
 # Connection-level
 SERVICE_CLOSING = Reply(221, "2.0.0", "Service closing transmission channel")
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing transmission channel")
-TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors on this connection, closing transmission channel")
+TOO_MANY_ERRORS = Reply(
+    421, "4.7.0", "Too many errors on this connection, closing transmission channel"
+)
 CONNECTION_TIMEOUT = Reply(421, "4.4.2", "Connection timed out")
 INACTIVITY_TIMEOUT = Reply(421, "4.4.2", "Connection dropped due to inactivity")
-TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "The maximum number of concurrent connections has been exceeded")
+TOO_MANY_CONNECTIONS = Reply(
+    421, "4.3.2", "The maximum number of concurrent connections has been exceeded"
+)
 
 # Generic success
 OK = Reply(250, "2.0.0", "OK")
@@ -65,8 +69,12 @@ QUEUED = Reply(250, "2.6.0", "Queued mail for delivery")
 READY_TO_START_TLS = Reply(220, "2.0.0", "SMTP server ready")
 AUTH_SUCCESSFUL = Reply(235, "2.7.0", "Authentication successful")
 VRFY_CANNOT = Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery")
-HELP = Reply(214, "2.0.0", "This server supports the commands HELO EHLO STARTTLS AUTH MAIL RCPT "
-             "DATA BDAT RSET NOOP QUIT VRFY HELP")
+HELP = Reply(
+    214,
+    "2.0.0",
+    "This server supports the commands HELO EHLO STARTTLS AUTH MAIL RCPT "
+    "DATA BDAT RSET NOOP QUIT VRFY HELP",
+)
 
 # Syntax and sequence
 SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
@@ -82,7 +90,9 @@ NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
 ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
 PARAM_NOT_RECOGNIZED = Reply(555, "5.5.4", "Unrecognized parameter")
 BARE_LINE_ENDING = Reply(
-    550, "5.5.2", "Message contains bare CR or LF characters; use CRLF line endings (RFC 5321 2.3.8)"
+    550,
+    "5.5.2",
+    "Message contains bare CR or LF characters; use CRLF line endings (RFC 5321 2.3.8)",
 )
 BDAT_AFTER_DATA = Reply(503, "5.5.1", "Cannot mix BDAT and DATA")
 
@@ -90,7 +100,9 @@ BDAT_AFTER_DATA = Reply(503, "5.5.1", "Cannot mix BDAT and DATA")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 ALREADY_TLS = Reply(503, "5.5.1", "TLS already active")
 MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
-AUTH_REQUIRED = Reply(530, "5.7.57", "Client was not authenticated to send anonymous mail during MAIL FROM")
+AUTH_REQUIRED = Reply(
+    530, "5.7.57", "Client was not authenticated to send anonymous mail during MAIL FROM"
+)
 AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication is not enabled on this connector")
 AUTH_MECH_UNSUPPORTED = Reply(504, "5.7.4", "Unrecognized authentication type")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication unsuccessful")

@@ -135,13 +135,17 @@ def _binding_matches(binding: str, local_ip: str, local_port: int) -> bool:
         return False
 
 
-def _unmap(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _unmap(
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
 
 
-def _specificity(connector: ReceiveConnector, remote: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+def _specificity(
+    connector: ReceiveConnector, remote: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> int:
     """Prefix length of the narrowest range containing `remote`, or -1."""
     best = -1
     for text in connector.remote_ip_ranges:
@@ -150,7 +154,7 @@ def _specificity(connector: ReceiveConnector, remote: ipaddress.IPv4Address | ip
         except ValueError:
             continue
         if net.version == remote.version and remote in net:
-            best = max(best, net.prefixlen + (0 if net.version == 4 else 0))
+            best = max(best, net.prefixlen)
     return best
 
 

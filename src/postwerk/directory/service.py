@@ -1,0 +1,160 @@
+"""Directory operations with their rules: what `postwerk domain|mailbox|alias|group` do.
+
+The store keeps records; this module decides what is allowed (addresses must
+be in an accepted domain, a proxy address belongs to one recipient, passwords
+are hashed with argon2id) and provisions a new mailbox's folders.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from postwerk.core.addresses import Address, normalize_domain, parse_address
+from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
+from postwerk.directory.passwords import PasswordHasher
+from postwerk.store.api import DirectoryStore, MailStore
+from postwerk.store.records import AcceptedDomain, DomainType, Recipient, RecipientKind
+
+
+@dataclass
+class Directory:
+    store: DirectoryStore
+    mail: MailStore
+    hasher: PasswordHasher
+    _dummy_hash: str = field(default="", init=False, repr=False)
+
+    # ------------------------------------------------------------ domains
+
+    async def add_domain(
+        self, name: str, type: DomainType = DomainType.AUTHORITATIVE, default: bool = False
+    ) -> AcceptedDomain:
+        domain = normalize_domain(name)
+        if domain.startswith("["):
+            raise InvalidName("an accepted domain cannot be an address literal")
+        existing = {d.name for d in await self.store.list_domains()}
+        if domain in existing:
+            raise AlreadyExists(f"accepted domain {domain} exists")
+        return await self.store.add_domain(domain, type, default=default or not existing)
+
+    async def accepted_domain(self, domain: str) -> AcceptedDomain | None:
+        for d in await self.store.list_domains():
+            if d.name == domain:
+                return d
+        return None
+
+    async def remove_domain(self, name: str) -> None:
+        domain = normalize_domain(name)
+        users = [
+            r
+            for r in await self.store.list_recipients()
+            if r.primary_address.rsplit("@", 1)[1] == domain
+        ]
+        if users:
+            raise AlreadyExists(f"{len(users)} recipient(s) still use {domain}; remove them first")
+        await self.store.remove_domain(domain)
+
+    # ------------------------------------------------------------ recipients
+
+    async def _checked_address(self, text: str) -> Address:
+        address = parse_address(text.strip(), allow_utf8=True)
+        if address.local.startswith('"'):
+            raise InvalidName("quoted local parts are not allowed for recipients")
+        if await self.accepted_domain(address.domain) is None:
+            raise InvalidName(f"{address.domain} is not an accepted domain")
+        if await self.store.find_recipient(str(address)) is not None:
+            raise AlreadyExists(f"{address} is already a proxy address of a recipient")
+        return address
+
+    async def add_mailbox(
+        self,
+        address: str,
+        password: str,
+        display_name: str = "",
+        quota_bytes: int | None = None,
+    ) -> Recipient:
+        addr = await self._checked_address(address)
+        if not password:
+            raise InvalidName("the password must not be empty")
+        recipient = await self.store.add_recipient(
+            RecipientKind.MAILBOX,
+            str(addr),
+            display_name or addr.local,
+            password_hash=self.hasher.hash(password),
+            quota_bytes=quota_bytes,
+        )
+        await self.mail.create_default_folders(recipient.id)
+        return recipient
+
+    async def add_group(self, address: str, display_name: str = "") -> Recipient:
+        addr = await self._checked_address(address)
+        return await self.store.add_recipient(
+            RecipientKind.GROUP, str(addr), display_name or addr.local
+        )
+
+    async def get(self, address: str, kind: RecipientKind | None = None) -> Recipient:
+        recipient = await self.store.find_recipient(address.strip())
+        if recipient is None or (kind is not None and recipient.kind != kind):
+            what = kind.value if kind else "recipient"
+            raise NotFound(f"no {what} with address {address}")
+        return recipient
+
+    async def remove(self, address: str, kind: RecipientKind) -> list[str]:
+        """Remove a recipient; returns blob ids that the mailbox no longer references."""
+        recipient = await self.get(address, kind)
+        blobs: list[str] = []
+        if recipient.kind == RecipientKind.MAILBOX:
+            blobs = await self.mail.delete_mailbox(recipient.id)
+        await self.store.remove_recipient(recipient.id)
+        return blobs
+
+    async def set_password(self, address: str, password: str) -> None:
+        if not password:
+            raise InvalidName("the password must not be empty")
+        recipient = await self.get(address, RecipientKind.MAILBOX)
+        await self.store.set_password_hash(recipient.id, self.hasher.hash(password))
+
+    async def add_alias(self, owner: str, alias: str) -> None:
+        recipient = await self.get(owner)
+        addr = await self._checked_address(alias)
+        await self.store.add_alias(recipient.id, str(addr))
+
+    async def remove_alias(self, alias: str) -> None:
+        recipient = await self.get(alias)
+        if recipient.primary_address.lower() == alias.strip().lower():
+            raise InvalidName("that is a primary address; remove the recipient instead")
+        await self.store.remove_alias(alias.strip())
+
+    async def add_member(self, group: str, member: str) -> None:
+        recipient = await self.get(group, RecipientKind.GROUP)
+        # Members may be external addresses (Exchange mail contacts); validate syntax only.
+        addr = parse_address(member.strip())
+        if str(addr).lower() in (m.lower() for m in await self.store.group_members(recipient.id)):
+            raise AlreadyExists(f"{addr} is already a member of {recipient.primary_address}")
+        await self.store.add_group_member(recipient.id, str(addr))
+
+    async def remove_member(self, group: str, member: str) -> None:
+        recipient = await self.get(group, RecipientKind.GROUP)
+        await self.store.remove_group_member(recipient.id, member.strip())
+
+    async def members(self, group: str) -> list[str]:
+        recipient = await self.get(group, RecipientKind.GROUP)
+        return await self.store.group_members(recipient.id)
+
+    async def authenticate(self, login: str, password: str) -> Recipient | None:
+        """The mailbox whose primary address or alias is `login`, if the password matches."""
+        recipient = await self.store.find_recipient(login.strip())
+        if (
+            recipient is None
+            or recipient.kind != RecipientKind.MAILBOX
+            or not recipient.enabled
+            or not recipient.password_hash
+        ):
+            # Spend the same time as a real check so that timing does not reveal addresses.
+            if not self._dummy_hash:
+                self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+            await self.hasher.verify(self._dummy_hash, password)
+            return None
+        if await self.hasher.verify(recipient.password_hash, password):
+            return recipient
+        return None

@@ -1,0 +1,169 @@
+"""Composition root for a server hosting Client Access and Mailbox in one process.
+
+The only place (with the CLI) that reads configuration and picks concrete
+backends. Nothing here is global: tests build several servers in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from postwerk.config.settings import Settings
+from postwerk.directory.connectors import binding_port
+from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
+from postwerk.directory.service import Directory
+from postwerk.services.smtp import ReceiveContext, SmtpListener
+from postwerk.services.tls import server_context
+from postwerk.store.blobs import FileBlobStore
+from postwerk.store.records import ReceiveConnector
+from postwerk.store.sqlite import SqliteBackend, open_sqlite
+from postwerk.transport.categorizer import Categorizer
+from postwerk.transport.service import TransportService
+
+CONNECTOR_CACHE_SECONDS = 5.0
+
+
+class PortInUse(Exception):
+    """A listener could not bind; the message names the port."""
+
+
+def database_path(settings: Settings, data_dir: Path) -> Path:
+    url = settings.database.url
+    if not url:
+        return data_dir / "postwerk.db"
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    raise ValueError(f"unsupported database URL {url!r} (PostgreSQL arrives in M4)")
+
+
+def make_hasher(settings: Settings) -> PasswordHasher:
+    return PasswordHasher.cheap() if settings.auth.argon2_profile == "cheap" else PasswordHasher()
+
+
+@dataclass
+class Backend:
+    """The stores one server uses, opened together and closed together."""
+
+    sql: SqliteBackend
+    blobs: FileBlobStore
+
+    async def close(self) -> None:
+        await self.sql.close()
+
+
+async def open_backend(settings: Settings, data_dir: Path) -> Backend:
+    sql = await open_sqlite(database_path(settings, data_dir))
+    blobs = await FileBlobStore.open(data_dir / "blobs")
+    return Backend(sql, blobs)
+
+
+def directory_for(backend: Backend, settings: Settings) -> Directory:
+    return Directory(backend.sql.directory, backend.sql.mailstore, make_hasher(settings))
+
+
+@dataclass
+class _ConnectorCache:
+    backend: Backend
+    loaded: float = 0.0
+    value: list[ReceiveConnector] = field(default_factory=list)
+
+    async def get(self) -> list[ReceiveConnector]:
+        # Admins change connectors with the CLI while the server runs; pick that up soon.
+        if time.monotonic() - self.loaded > CONNECTOR_CACHE_SECONDS:
+            self.value = await self.backend.sql.directory.list_receive_connectors()
+            self.loaded = time.monotonic()
+        return self.value
+
+
+@dataclass
+class AllInOneServer:
+    settings: Settings
+    data_dir: Path
+    port_offset: int
+    backend: Backend
+    directory: Directory
+    transport: TransportService
+    listeners: list[SmtpListener] = field(default_factory=list)
+    ephemeral_ports: bool = False  # tests: let the kernel pick every port
+    tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
+
+    @property
+    def ports(self) -> dict[int, int]:
+        """Actual listening port by configured port (25 -> 10025 with offset 10000)."""
+        return {listener.config_port: listener.bound_port for listener in self.listeners}
+
+    async def start(self) -> None:
+        log = structlog.get_logger("postwerk.server")
+        settings = self.settings
+        tls = settings.tls
+        cert = Path(tls.certificate)
+        key = Path(tls.private_key)
+        cert = cert if cert.is_absolute() else self.data_dir / cert
+        key = key if key.is_absolute() else self.data_dir / key
+        tls_context = server_context(cert, key, tls.minimum_version)
+        cache = _ConnectorCache(self.backend)
+        connectors = await cache.get()
+        throttle = LoginThrottle(
+            time.monotonic,
+            ThrottlePolicy(
+                window=settings.auth.lockout_window,
+                tarpit=settings.auth.tarpit_seconds,
+                account_limit=settings.auth.lockout_failures,
+            ),
+        )
+        ctx = ReceiveContext(
+            hostname=settings.server.hostname,
+            directory=self.directory,
+            transport=self.transport,
+            throttle=throttle,
+            tls_context=tls_context,
+            connectors=cache.get,
+            max_hop_count=settings.transport.max_hop_count,
+            tarpit_override=self.tarpit_override,
+        )
+        ports = sorted(
+            {binding_port(b) for c in connectors if c.bound and c.enabled for b in c.bindings}
+        )
+        host = settings.server.bind or None
+        for port in ports:
+            listen_port = 0 if self.ephemeral_ports else port + self.port_offset
+            listener = SmtpListener(ctx, host, listen_port, port)
+            try:
+                await listener.start()
+            except OSError as exc:
+                await self.stop()
+                raise PortInUse(
+                    f"cannot listen on {host or '*'}:{port + self.port_offset}: {exc.strerror}"
+                ) from exc
+            self.listeners.append(listener)
+            log.info("listening", port=listener.bound_port, host=host or "*")
+        self.transport.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        await self.transport.stop()
+        await self.backend.close()
+
+
+async def build(
+    settings: Settings, data_dir: Path, port_offset: int | None = None
+) -> AllInOneServer:
+    backend = await open_backend(settings, data_dir)
+    directory = directory_for(backend, settings)
+    transport = TransportService(
+        blobs=backend.blobs,
+        queue=backend.sql.queue,
+        tracking=backend.sql.tracking,
+        categorizer=Categorizer(backend.sql.directory),
+        mail=backend.sql.mailstore,
+        server_hostname=settings.server.hostname,
+        delivery_batch=settings.transport.delivery_batch,
+        delivery_workers=settings.transport.delivery_workers,
+    )
+    offset = settings.server.port_offset if port_offset is None else port_offset
+    return AllInOneServer(settings, data_dir, offset, backend, directory, transport)
