@@ -135,6 +135,7 @@ def start_server(data_dir: Path, ca: trustme.CA) -> RunningServer:
             server = await build(settings, data_dir, 0)
             server.ephemeral_ports = True
             server.tarpit_override = 0.05
+            server.connector_cache_seconds = 0.0  # see `connector receive set` at once
             await server.start()
             holder["server"] = server
             ready.set()

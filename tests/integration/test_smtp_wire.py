@@ -176,8 +176,6 @@ def test_message_over_connector_size_limit(org: RunningServer) -> None:
         "--max-message-size",
         "2000",
     )
-    org.server_connectors_changed = True
-    time.sleep(5.2)  # the server re-reads connectors every 5 s
     w = Wire(org.smtp_port)
     w.reply()
     w.cmd(b"EHLO x")
@@ -259,9 +257,42 @@ def test_inactivity_timeout(org: RunningServer) -> None:
         "--inactivity-timeout",
         "1",
     )
-    time.sleep(5.2)
     w = Wire(org.smtp_port)
     w.reply()
     code, text = w.reply()  # the server gives up on us
     assert code == 421 and b"4.4.2" in text
     assert w.closed()
+
+
+def test_bare_postmaster_means_the_default_domains(org: RunningServer, wire: Wire) -> None:
+    cli(org.data_dir, "alias", "add", f"alice@{DOMAIN}", f"postmaster@{DOMAIN}")
+    wire.cmd(b"MAIL FROM:<a@remote.test>")
+    assert wire.cmd(b"RCPT TO:<Postmaster>")[0] == 250
+    assert wire.cmd(b"DATA")[0] == 354
+    wire.send(BODY + b".\r\n")
+    assert wire.reply()[0] == 250
+    assert len(org.wait_inbox(f"alice@{DOMAIN}", 1)) == 1
+
+
+def test_connections_per_source_are_limited(org: RunningServer) -> None:
+    cli(
+        org.data_dir,
+        "connector",
+        "receive",
+        "set",
+        "Default Frontend MAIL",
+        "--max-connections-per-source",
+        "3",
+    )
+    held = [Wire(org.smtp_port) for _ in range(3)]
+    for w in held:
+        assert w.reply()[0] == 220
+    extra = Wire(org.smtp_port)
+    code, text = extra.reply()
+    assert code == 421 and b"4.3.2" in text
+    assert extra.closed()
+    held[0].cmd(b"QUIT")
+    held[0].close()
+    time.sleep(0.2)
+    again = Wire(org.smtp_port)
+    assert again.reply()[0] == 220

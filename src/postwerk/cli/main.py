@@ -740,6 +740,10 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 @click.option("--inactivity-timeout", type=float, default=None, help="Seconds.")
 @click.option("--tarpit", type=float, default=None, help="AuthTarpitInterval, seconds.")
 @click.option("--max-protocol-errors", type=int, default=None)
+@click.option("--max-connections", type=int, default=None, help="MaxInboundConnection.")
+@click.option(
+    "--max-connections-per-source", type=int, default=None, help="MaxInboundConnectionPerSource."
+)
 @click.option("--new", "create", is_flag=True, help="Create the connector (New-ReceiveConnector).")
 @data_dir_option
 @json_option
@@ -760,6 +764,8 @@ def connector_receive_set(
     inactivity_timeout: float | None,
     tarpit: float | None,
     max_protocol_errors: int | None,
+    max_connections: int | None,
+    max_connections_per_source: int | None,
     create: bool,
     data_dir: Path,
     as_json: bool,
@@ -813,6 +819,8 @@ def connector_receive_set(
             ("connection_inactivity_timeout", inactivity_timeout),
             ("auth_tarpit_interval", tarpit),
             ("max_protocol_errors", max_protocol_errors),
+            ("max_inbound_connections", max_connections),
+            ("max_inbound_connections_per_source", max_connections_per_source),
         ):
             if value is not None:
                 changes[key] = value

@@ -69,12 +69,13 @@ def directory_for(backend: Backend, settings: Settings) -> Directory:
 @dataclass
 class _ConnectorCache:
     backend: Backend
-    loaded: float = 0.0
+    ttl: float = CONNECTOR_CACHE_SECONDS
+    loaded: float = float("-inf")
     value: list[ReceiveConnector] = field(default_factory=list)
 
     async def get(self) -> list[ReceiveConnector]:
         # Admins change connectors with the CLI while the server runs; pick that up soon.
-        if time.monotonic() - self.loaded > CONNECTOR_CACHE_SECONDS:
+        if time.monotonic() - self.loaded >= self.ttl:
             self.value = await self.backend.sql.directory.list_receive_connectors()
             self.loaded = time.monotonic()
         return self.value
@@ -91,6 +92,7 @@ class AllInOneServer:
     listeners: list[SmtpListener] = field(default_factory=list)
     ephemeral_ports: bool = False  # tests: let the kernel pick every port
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
+    connector_cache_seconds: float = CONNECTOR_CACHE_SECONDS
 
     @property
     def ports(self) -> dict[int, int]:
@@ -106,7 +108,7 @@ class AllInOneServer:
         cert = cert if cert.is_absolute() else self.data_dir / cert
         key = key if key.is_absolute() else self.data_dir / key
         tls_context = server_context(cert, key, tls.minimum_version)
-        cache = _ConnectorCache(self.backend)
+        cache = _ConnectorCache(self.backend, self.connector_cache_seconds)
         connectors = await cache.get()
         throttle = LoginThrottle(
             time.monotonic,

@@ -536,8 +536,13 @@ class SmtpSession:
             return replies.MAIL_FIRST
         if txn.accepted_rcpts >= self.connector.max_recipients_per_message:
             return replies.TOO_MANY_RECIPIENTS
+        path = command.address
+        if path.lower() == "postmaster":
+            # RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted; it means the
+            # postmaster of the organization's default domain.
+            path = f"postmaster@{await self._default_domain()}"
         try:
-            address = parse_address(command.address, allow_utf8=txn.params.smtputf8)
+            address = parse_address(path, allow_utf8=txn.params.smtputf8)
         except InvalidName:
             return replies.BAD_ADDRESS_SYNTAX
         domain = await self.ctx.directory.accepted_domain(address.domain)
@@ -562,6 +567,13 @@ class SmtpSession:
                 rp["orcpt"] = command.params.orcpt
             txn.rcpt_params[text] = rp
         return replies.RECIPIENT_OK
+
+    async def _default_domain(self) -> str:
+        domains = await self.ctx.directory.store.list_domains()
+        for d in domains:
+            if d.default:
+                return d.name
+        return domains[0].name if domains else self.ctx.hostname
 
     def _begin_intake(self, txn: _Transaction) -> MessageIntake:
         protocol = "ESMTP" if self.esmtp else "SMTP"
@@ -731,8 +743,17 @@ class SmtpListener:
             )
             channel.close()
             return
-        active = sum(1 for t in self.sessions if not t.done())
-        if active > connector.max_inbound_connections:
+        from_source = sum(1 for s in self.live.values() if s.peer_ip == peer[0])
+        if (
+            len(self.live) >= connector.max_inbound_connections
+            or from_source >= connector.max_inbound_connections_per_source
+        ):
+            self.ctx.log.info(
+                "connection_refused_limit",
+                client_ip=peer[0],
+                from_source=from_source,
+                total=len(self.live),
+            )
             channel.write(replies.TOO_MANY_CONNECTIONS.to_bytes())
             channel.close()
             return

@@ -74,6 +74,7 @@ class ReceiveConnector:
     connection_inactivity_timeout: float = 300.0
     auth_tarpit_interval: float = 5.0
     max_inbound_connections: int = 5000
+    max_inbound_connections_per_source: int = 20  # Exchange's MaxInboundConnectionPerSource
     max_protocol_errors: int = 5
     bound: bool = True  # False: defined for a role split (M4) but not listened on
 

@@ -136,6 +136,7 @@ receive_connector = Table(
     Column("connection_inactivity_timeout", Float, nullable=False),
     Column("auth_tarpit_interval", Float, nullable=False),
     Column("max_inbound_connections", Integer, nullable=False),
+    Column("max_inbound_connections_per_source", Integer, nullable=False),
     Column("max_protocol_errors", Integer, nullable=False),
     Column("bound", Boolean, nullable=False),
 )

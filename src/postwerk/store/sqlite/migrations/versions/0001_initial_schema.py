@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("connection_inactivity_timeout", sa.Float(), nullable=False),
         sa.Column("auth_tarpit_interval", sa.Float(), nullable=False),
         sa.Column("max_inbound_connections", sa.Integer(), nullable=False),
+        sa.Column("max_inbound_connections_per_source", sa.Integer(), nullable=False),
         sa.Column("max_protocol_errors", sa.Integer(), nullable=False),
         sa.Column("bound", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_receive_connector")),
