@@ -136,6 +136,7 @@ def start_server(data_dir: Path, ca: trustme.CA) -> RunningServer:
             server.ephemeral_ports = True
             server.tarpit_override = 0.05
             server.connector_cache_seconds = 0.0  # see `connector receive set` at once
+            server.lookup.ttl = 0.0  # and directory changes made through the CLI
             await server.start()
             holder["server"] = server
             ready.set()

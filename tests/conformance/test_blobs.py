@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,7 +104,7 @@ async def test_file_layout_and_crash_cleanup(tmp_path: Path) -> None:
     root = tmp_path / "blobs"
     store = await FileBlobStore.open(root)
     blob_id = await put(store, b"hello")
-    assert (root / blob_id[-2:] / blob_id).read_bytes() == b"hello"
+    assert (root / blob_id[:4] / blob_id[4:6] / blob_id).read_bytes() == b"hello"
     # A writer that "crashed" mid-write leaves a temp file and no blob.
     w = store.writer()
     await w.write(b"y" * (file_blobs.FLUSH_AT + 1))
@@ -132,3 +133,24 @@ async def test_small_message_costs_one_thread_hop(
         await w.write(b"z" * 1024)
     await w.commit()
     assert hops == 1
+
+
+async def test_concurrent_commits_share_directory_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await FileBlobStore.open(tmp_path / "blobs")
+    calls = 0
+    real = file_blobs._fsync_dir
+
+    def counting(path: Path) -> None:
+        nonlocal calls
+        calls += 1
+        real(path)
+
+    monkeypatch.setattr(file_blobs, "_fsync_dir", counting)
+    ids = await asyncio.gather(*(put(store, b"x%d" % i) for i in range(40)))
+    assert len(set(ids)) == 40
+    for blob_id in ids:
+        assert await store.read(blob_id) == b"x%d" % ids.index(blob_id)
+    # Each commit is durable, but the renames into one time bucket share fsyncs.
+    assert calls < 40, calls

@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from postwerk.config.settings import Settings
+from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
@@ -56,9 +57,11 @@ class Backend:
         await self.sql.close()
 
 
-async def open_backend(settings: Settings, data_dir: Path) -> Backend:
+async def open_backend(settings: Settings, data_dir: Path, *, clean_temp: bool = True) -> Backend:
+    """`clean_temp=False` for admin tools: a running server may be writing into blobs/tmp/."""
     sql = await open_sqlite(database_path(settings, data_dir))
-    blobs = await FileBlobStore.open(data_dir / "blobs")
+    root = data_dir / "blobs"
+    blobs = await FileBlobStore.open(root) if clean_temp else FileBlobStore(root)
     return Backend(sql, blobs)
 
 
@@ -89,6 +92,7 @@ class AllInOneServer:
     backend: Backend
     directory: Directory
     transport: TransportService
+    lookup: DirectoryCache
     listeners: list[SmtpListener] = field(default_factory=list)
     ephemeral_ports: bool = False  # tests: let the kernel pick every port
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
@@ -121,6 +125,7 @@ class AllInOneServer:
         ctx = ReceiveContext(
             hostname=settings.server.hostname,
             directory=self.directory,
+            lookup=self.lookup,
             transport=self.transport,
             throttle=throttle,
             tls_context=tls_context,
@@ -157,15 +162,16 @@ async def build(
 ) -> AllInOneServer:
     backend = await open_backend(settings, data_dir)
     directory = directory_for(backend, settings)
+    lookup = DirectoryCache(backend.sql.directory)
     transport = TransportService(
         blobs=backend.blobs,
         queue=backend.sql.queue,
         tracking=backend.sql.tracking,
-        categorizer=Categorizer(backend.sql.directory),
+        categorizer=Categorizer(lookup),
         mail=backend.sql.mailstore,
         server_hostname=settings.server.hostname,
         delivery_batch=settings.transport.delivery_batch,
         delivery_workers=settings.transport.delivery_workers,
     )
     offset = settings.server.port_offset if port_offset is None else port_offset
-    return AllInOneServer(settings, data_dir, offset, backend, directory, transport)
+    return AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)

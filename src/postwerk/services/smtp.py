@@ -33,6 +33,7 @@ from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
 from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
+from postwerk.directory.cache import RecipientLookup
 from postwerk.directory.connectors import BASIC_AUTH, select_connector
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
@@ -69,6 +70,7 @@ class ReceiveContext:
 
     hostname: str
     directory: Directory
+    lookup: RecipientLookup  # cached reads for RCPT checks
     transport: TransportService
     throttle: LoginThrottle
     tls_context: ssl.SSLContext | None
@@ -545,9 +547,11 @@ class SmtpSession:
             address = parse_address(path, allow_utf8=txn.params.smtputf8)
         except InvalidName:
             return replies.BAD_ADDRESS_SYNTAX
-        domain = await self.ctx.directory.accepted_domain(address.domain)
+        domain = next(
+            (d for d in await self.ctx.lookup.list_domains() if d.name == address.domain), None
+        )
         if domain is not None and domain.type == DomainType.AUTHORITATIVE:
-            recipient = await self.ctx.directory.store.find_recipient(str(address))
+            recipient = await self.ctx.lookup.find_recipient(str(address))
             if recipient is None:
                 self.log.info("recipient_unknown", recipient=str(address))
                 return replies.UNKNOWN_RECIPIENT
@@ -569,7 +573,7 @@ class SmtpSession:
         return replies.RECIPIENT_OK
 
     async def _default_domain(self) -> str:
-        domains = await self.ctx.directory.store.list_domains()
+        domains = await self.ctx.lookup.list_domains()
         for d in domains:
             if d.default:
                 return d.name

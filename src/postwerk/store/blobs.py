@@ -1,4 +1,4 @@
-"""Message bodies as immutable files: `root/<ab>/<blob id>`.
+"""Message bodies as immutable files: `root/<id[:4]>/<id[4:6]>/<blob id>`.
 
 Invariants:
 - Nothing half-written is ever visible under a blob id. A writer fills a temp
@@ -9,8 +9,10 @@ Invariants:
 - Blobs never change after commit; they are deleted only when no queue entry or
   item refers to them (the caller decides; `delete` is idempotent).
 
-Blob ids are `core.ids.new_id()` (time-sortable). The fan-out directory is the
-last two hex digits of the id's random tail, so the 256 directories fill evenly.
+Blob ids are `core.ids.new_id()` (time-sortable), and the directories follow
+the id's time prefix: a leaf directory collects the blobs of about 17 seconds,
+so concurrent commits rename into the same directory and one directory fsync
+covers them all (`_DirSync`: group fsync, like a database's group commit).
 File I/O runs in worker threads, in pieces of at least `FLUSH_AT` bytes: a
 typical message costs one thread hop, at commit.
 """
@@ -21,6 +23,7 @@ import asyncio
 import os
 import re
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +35,8 @@ from postwerk.core.ids import new_id
 FLUSH_AT = 256 * 1024
 
 _BLOB_ID = re.compile(r"[0-9a-f]{20}")
-_FANOUT = re.compile(r"[0-9a-f]{2}")
+_TOP = re.compile(r"[0-9a-f]{4}")
+_LEAF = re.compile(r"[0-9a-f]{2}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,6 +46,45 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _DirSync:
+    """Group fsync of one directory across threads.
+
+    A caller's rename is durable once an fsync that *started after* the rename
+    has finished. Callers queue up; one fsyncs on behalf of everyone who asked
+    before it started, the others wait for that result.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._synced = 0
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            while self._synced < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                target = self._requested
+                self._cond.release()
+                try:
+                    _fsync_dir(self.path)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._synced = max(self._synced, target)
+
+    @property
+    def idle(self) -> bool:
+        return not self._running and self._synced == self._requested
 
 
 class FileBlobWriter:
@@ -111,7 +154,7 @@ class FileBlobWriter:
         self._store.ensure_fanout(final.parent)
         os.rename(self._tmp, final)
         self._tmp = None
-        _fsync_dir(final.parent)
+        self._store.dir_sync(final.parent).sync()
         return blob_id
 
     def _discard_sync(self) -> None:
@@ -130,6 +173,17 @@ class FileBlobStore:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._syncs: dict[Path, _DirSync] = {}
+        self._syncs_lock = threading.Lock()
+
+    def dir_sync(self, directory: Path) -> _DirSync:
+        with self._syncs_lock:
+            found = self._syncs.get(directory)
+            if found is None:
+                if len(self._syncs) > 64:  # buckets age out every ~17 s
+                    self._syncs = {p: s for p, s in self._syncs.items() if not s.idle}
+                found = self._syncs[directory] = _DirSync(directory)
+            return found
 
     @classmethod
     async def open(cls, root: Path) -> FileBlobStore:
@@ -157,14 +211,18 @@ class FileBlobStore:
         so a crafted id can never name a path outside the store."""
         if not _BLOB_ID.fullmatch(blob_id):
             raise NotFound(f"blob {blob_id!r} not found")
-        return self.root / blob_id[-2:] / blob_id
+        return self.root / blob_id[:4] / blob_id[4:6] / blob_id
 
     def ensure_fanout(self, directory: Path) -> None:
-        """Create a fan-out directory durably (sync; called from worker threads)."""
+        """Create a leaf directory (and its parent) durably; sync, from worker threads."""
         if directory.is_dir():
             return
+        parent = directory.parent
+        if not parent.is_dir():
+            parent.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
         directory.mkdir(exist_ok=True)
-        _fsync_dir(self.root)
+        _fsync_dir(parent)
 
     def writer(self) -> FileBlobWriter:
         return FileBlobWriter(self)
@@ -203,9 +261,12 @@ class FileBlobStore:
     async def ids(self) -> list[str]:
         def run() -> list[str]:
             found: list[str] = []
-            for sub in self.root.iterdir():
-                if sub.is_dir() and _FANOUT.fullmatch(sub.name):
-                    found.extend(p.name for p in sub.iterdir() if _BLOB_ID.fullmatch(p.name))
+            for top in self.root.iterdir():
+                if not (top.is_dir() and _TOP.fullmatch(top.name)):
+                    continue
+                for leaf in top.iterdir():
+                    if leaf.is_dir() and _LEAF.fullmatch(leaf.name):
+                        found.extend(p.name for p in leaf.iterdir() if _BLOB_ID.fullmatch(p.name))
             return sorted(found)
 
         return await asyncio.to_thread(run)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
-from postwerk.store.api import DirectoryStore
+from postwerk.directory.cache import RecipientLookup
 from postwerk.store.records import DomainType, RecipientKind
 
 UNREACHABLE = "Unreachable"
@@ -43,7 +43,7 @@ class Categorization:
 
 @dataclass
 class Categorizer:
-    directory: DirectoryStore
+    directory: RecipientLookup
 
     async def categorize(self, recipients: Sequence[str]) -> Categorization:
         result = Categorization()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from postwerk.transport.service import TransportService
 
 _HEADER_END = b"\r\n\r\n"
+HANDOFF_MAX_BYTES = 1024 * 1024
 
 
 def decode_text(value: str | None) -> str:
@@ -63,6 +64,8 @@ class MessageIntake:
         self.internet_message_id = ""
         self.subject = ""
         self._finished = False
+        # A copy of what goes into the blob while small, handed to delivery in memory.
+        self._copy: bytearray | None = bytearray()
 
     @property
     def rejection(self) -> Reply | None:
@@ -78,7 +81,7 @@ class MessageIntake:
             self._header_buf.clear()
             return
         if self._headers_done:
-            await self._writer.write(data)
+            await self._blob_write(data)
             return
         start = max(0, len(self._header_buf) - 3)
         self._header_buf += data
@@ -123,7 +126,15 @@ class MessageIntake:
                 prefix.append(f"Message-ID: {self.internet_message_id}\r\n")
             if headers.get("Date") is None:
                 prefix.append(f"Date: {email.utils.formatdate(localtime=True)}\r\n")
-        await self._writer.write("".join(prefix).encode("utf-8") + header_block + rest)
+        await self._blob_write("".join(prefix).encode("utf-8") + header_block + rest)
+
+    async def _blob_write(self, data: bytes) -> None:
+        if self._copy is not None:
+            if len(self._copy) + len(data) > HANDOFF_MAX_BYTES:
+                self._copy = None
+            else:
+                self._copy += data
+        await self._writer.write(data)
 
     def _received_header(self) -> str:
         info = self._info
@@ -169,6 +180,7 @@ class MessageIntake:
                 self._info,
                 self.internet_message_id,
                 self.subject,
+                bytes(self._copy) if self._copy is not None else None,
             )
         except Exception:
             # Not acknowledged, so the client retries; the orphaned blob is collected later.

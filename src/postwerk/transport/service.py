@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +39,20 @@ GLITCH_RETRIES = 4
 IDLE_POLL_SECONDS = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Handoff:
+    """A message this process just queued, handed to the store driver in memory."""
+
+    message: QueuedMessage
+    ready: list[QueuedRecipient]  # to deliver now
+    pending: list[QueuedRecipient]  # every row that keeps the message queued
+    data: bytes | None  # the blob's bytes when small, so delivery need not read them back
+
+
+HANDOFF_MAX_BYTES = 1024 * 1024
+PENDING = (RecipientStatus.READY, RecipientStatus.UNREACHABLE)
+
+
 @dataclass
 class TransportService:
     blobs: BlobStore
@@ -58,6 +73,8 @@ class TransportService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._semaphore = asyncio.Semaphore(self.delivery_workers)
+        self._handoff: deque[_Handoff] = deque()
+        self._batches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ receive side
 
@@ -73,7 +90,9 @@ class TransportService:
         info: ReceiveInfo,
         internet_message_id: str,
         subject: str,
+        data: bytes | None = None,
     ) -> None:
+        """Categorize and commit; `data` (the blob's bytes, when small) spares a read-back."""
         now = time.time()
         cat = await self.categorizer.categorize(envelope.recipients)
         message = QueuedMessage(
@@ -118,7 +137,8 @@ class TransportService:
             rows.append(
                 QueuedRecipient(queue_id, address, RecipientStatus.FAILED, "", {}, 0, reason, now)
             )
-        await self.queue.enqueue(message, rows)
+        ready = [r for r in rows if r.status == RecipientStatus.READY]
+        pending = [r for r in rows if r.status in PENDING]
 
         def event(
             event_id: str,
@@ -157,7 +177,20 @@ class TransportService:
         failed = tuple(r.address for r in rows if r.status == RecipientStatus.FAILED)
         if failed:
             events.append(event("FAIL", "ROUTING", failed, "550 5.1.1 recipient not found"))
-        await self.tracking.append(events)
+        # One group commit for both; only the queue write decides the reply.
+        queued, tracked = await asyncio.gather(
+            self.queue.enqueue(message, rows),
+            self.tracking.append(events),
+            return_exceptions=True,
+        )
+        if isinstance(queued, BaseException):
+            raise queued
+        if isinstance(tracked, BaseException):
+            self.log.error("tracking_write_failed", queue_id=queue_id, error=str(tracked))
+        if ready:
+            for row in ready:
+                self._in_flight.add((row.message_id, row.address))
+            self._handoff.append(_Handoff(message, ready, pending, data))
         self.log.info(
             "queued", queue_id=queue_id, session_id=info.session_id, recipients=len(rows), size=size
         )
@@ -187,46 +220,76 @@ class TransportService:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        # Batches already writing finish before the stores close: a half-applied batch
+        # would be redone on restart (delivery is idempotent), but its errors would be noise.
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _dispatch_loop(self) -> None:
+        last_scan = float("-inf")
         while not self._stopping:
             self._wake.clear()
-            try:
-                due = await self.queue.due(time.time(), limit=self.delivery_batch * 8)
-            except Exception:
-                self.log.exception("queue_read_failed")
-                due = []
-            fresh = [r for r in due if (r.message_id, r.address) not in self._in_flight]
-            for start in range(0, len(fresh), self.delivery_batch):
-                batch = fresh[start : start + self.delivery_batch]
-                for r in batch:
-                    self._in_flight.add((r.message_id, r.address))
-                await self._semaphore.acquire()
-                task = asyncio.create_task(self._run_batch(batch))
-                task.add_done_callback(lambda _t: self._semaphore.release())
-            if len(due) >= self.delivery_batch * 8:
-                await asyncio.sleep(0)  # more is waiting
+            # Messages received by this process are handed over in memory: no read-back.
+            while self._handoff:
+                jobs: list[_Handoff] = []
+                while self._handoff and len(jobs) < self.delivery_batch:
+                    jobs.append(self._handoff.popleft())
+                batch = [r for job in jobs for r in job.ready]
+                await self._start_batch(batch, {job.message.id: job for job in jobs})
+            # The queue itself is scanned at start (recovery after a crash) and periodically
+            # (retries), not on every wake-up.
+            if time.monotonic() - last_scan >= IDLE_POLL_SECONDS:
+                last_scan = time.monotonic()
+                try:
+                    due = await self.queue.due(time.time(), limit=self.delivery_batch * 8)
+                except Exception:
+                    self.log.exception("queue_read_failed")
+                    due = []
+                fresh = [r for r in due if (r.message_id, r.address) not in self._in_flight]
+                for start in range(0, len(fresh), self.delivery_batch):
+                    batch = fresh[start : start + self.delivery_batch]
+                    for r in batch:
+                        self._in_flight.add((r.message_id, r.address))
+                    await self._start_batch(batch, {})
+                if len(due) >= self.delivery_batch * 8:
+                    last_scan = float("-inf")  # more is waiting
+                    continue
+            if self._handoff:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
             except TimeoutError:
                 pass
 
-    async def _run_batch(self, batch: list[QueuedRecipient]) -> None:
+    async def _start_batch(self, batch: list[QueuedRecipient], known: dict[str, _Handoff]) -> None:
+        if not batch:
+            return
+        await self._semaphore.acquire()
+        task = asyncio.create_task(self._run_batch(batch, known))
+        self._batches.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._semaphore.release()
+
+    async def _run_batch(self, batch: list[QueuedRecipient], known: dict[str, _Handoff]) -> None:
         try:
-            await self.deliver(batch)
+            await self.deliver(batch, known)
         except Exception:
             self.log.exception("delivery_batch_failed", recipients=len(batch))
         finally:
             for r in batch:
                 self._in_flight.discard((r.message_id, r.address))
-            self._wake.set()
 
-    async def deliver(self, batch: Sequence[QueuedRecipient]) -> None:
+    async def deliver(
+        self, batch: Sequence[QueuedRecipient], known: dict[str, _Handoff] | None = None
+    ) -> None:
         """Deliver READY mailbox recipients into their Inboxes (idempotent)."""
+        known = known or {}
         messages: dict[str, QueuedMessage] = {}
         summaries: dict[str, dict[str, Any]] = {}
         new_items: list[NewItem] = []
@@ -238,12 +301,17 @@ class TransportService:
                 continue
             msg = messages.get(r.message_id)
             if msg is None:
-                found = await self.queue.get_message(r.message_id)
+                job = known.get(r.message_id)
+                found = job.message if job else await self.queue.get_message(r.message_id)
                 if found is None:
                     continue
                 msg = messages[r.message_id] = found
                 try:
-                    data = await self.blobs.read(msg.blob_id)
+                    data = (
+                        job.data
+                        if job and job.data is not None
+                        else (await self.blobs.read(msg.blob_id))
+                    )
                     summaries[msg.id] = summarize(data).to_json()
                 except Exception as exc:
                     self.log.exception("blob_unreadable", queue_id=msg.id)
@@ -268,39 +336,36 @@ class TransportService:
             targets.append(r)
         if new_items:
             try:
+                # Durable first: only once the items are committed may the queue forget them.
                 await self.mail.deliver(new_items)
             except Exception as exc:
                 self.log.exception("mailbox_delivery_failed", items=len(new_items))
                 failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets)
                 targets = []
         delivered = [replace(r, status=RecipientStatus.DELIVERED, last_error="") for r in targets]
-        if delivered or failures:
-            await self.queue.update_recipients([*delivered, *failures])
+        done = {r.message_id for r in delivered}
+        finished: list[str] = []
+        updates: list[QueuedRecipient] = list(failures)
+        for message_id in done:
+            job = known.get(message_id)
+            if job is not None and {r.address for r in job.pending} <= {
+                r.address for r in delivered if r.message_id == message_id
+            }:
+                finished.append(message_id)  # nothing left: drop the rows in one go
+            else:
+                updates.extend(r for r in delivered if r.message_id == message_id)
+        writes: list[Awaitable[None]] = [self.queue.remove_message(m) for m in finished]
+        if updates:
+            writes.append(self.queue.update_recipients(updates))
         if delivered:
-            events = []
-            for r in delivered:
-                msg = messages[r.message_id]
-                events.append(
-                    TrackingEvent(
-                        timestamp=time.time(),
-                        event_id="DELIVER",
-                        source="STOREDRIVER",
-                        message_id=msg.id,
-                        internet_message_id=msg.internet_message_id,
-                        sender=msg.sender,
-                        return_path=msg.sender,
-                        recipients=(r.address,),
-                        recipient_status="250 2.0.0 Delivered to Inbox",
-                        connector=msg.connector,
-                        client_ip=msg.client_ip,
-                        server_ip=self.server_ip,
-                        server_hostname=self.server_hostname,
-                        total_bytes=msg.size,
-                        subject=msg.subject,
-                    )
-                )
-            await self.tracking.append(events)
-            for msg_id in {r.message_id for r in delivered}:
+            writes.append(self.tracking.append(self._deliver_events(delivered, messages)))
+        # Issued together, so they share one group commit.
+        await asyncio.gather(*writes)
+        unknown = done - set(finished) - set(known)
+        if unknown:
+            await self._forget_finished(unknown)
+        if delivered:
+            for msg_id in done:
                 self.log.info(
                     "delivered",
                     queue_id=msg_id,
@@ -308,7 +373,33 @@ class TransportService:
                 )
             if self.on_delivered is not None:
                 self.on_delivered(sorted({int(r.next_hop.split(":")[1]) for r in delivered}))
-            await self._forget_finished({r.message_id for r in delivered})
+
+    def _deliver_events(
+        self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]
+    ) -> list[TrackingEvent]:
+        events = []
+        for r in delivered:
+            msg = messages[r.message_id]
+            events.append(
+                TrackingEvent(
+                    timestamp=time.time(),
+                    event_id="DELIVER",
+                    source="STOREDRIVER",
+                    message_id=msg.id,
+                    internet_message_id=msg.internet_message_id,
+                    sender=msg.sender,
+                    return_path=msg.sender,
+                    recipients=(r.address,),
+                    recipient_status="250 2.0.0 Delivered to Inbox",
+                    connector=msg.connector,
+                    client_ip=msg.client_ip,
+                    server_ip=self.server_ip,
+                    server_hostname=self.server_hostname,
+                    total_bytes=msg.size,
+                    subject=msg.subject,
+                )
+            )
+        return events
 
     async def _forget_finished(self, message_ids: set[str]) -> None:
         """Drop queue rows of messages with nothing left to do (the blob stays: items use it)."""

@@ -127,10 +127,31 @@ Outcome = tuple[bool, Any]  # (succeeded, value or exception)
 
 
 def run_batch(conn: Connection, fns: list[WriteFn]) -> list[Outcome]:
-    """Run write jobs in one transaction, each in its own SAVEPOINT; commit once.
+    """Run write jobs in one transaction and commit once; a failing job fails alone.
 
+    Jobs run first without savepoints (a SAVEPOINT/RELEASE pair per job cost a
+    sixth of the writer's time); only if one raises is the batch rolled back and
+    run again with a savepoint per job, so the failure stays its caller's.
     Raises only when the transaction as a whole fails (then no job is committed).
     """
+    if len(fns) > 1:
+        conn.begin()
+        failed = False
+        try:
+            values = [fn(conn) for fn in fns]
+        except Exception:
+            failed = True
+            conn.rollback()
+        except BaseException:
+            conn.rollback()
+            raise
+        if not failed:
+            try:
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return [(True, v) for v in values]
     outcomes: list[Outcome] = []
     conn.begin()
     try:

@@ -224,6 +224,13 @@ class SqliteMailStore:
             return []
         batch = list(items)
 
+        # Recipients of one message share one summary: encode it once (JSON was the
+        # largest single cost of a delivery).
+        encoded: dict[int, str] = {}
+        for new in batch:
+            if id(new.summary) not in encoded:
+                encoded[id(new.summary)] = json.dumps(new.summary, separators=(",", ":"))
+
         def run(conn: Connection) -> list[Item]:
             out: list[Item] = []
             for new in batch:
@@ -272,7 +279,7 @@ class SqliteMailStore:
                         "flags": new.flags,
                         "keywords": json.dumps(list(keywords)),
                         "modseq": modseq,
-                        "summary": json.dumps(new.summary),
+                        "summary": encoded[id(new.summary)],
                         "delivery_key": new.delivery_key,
                     },
                 ).scalar_one()
@@ -290,8 +297,7 @@ class SqliteMailStore:
                         flags=new.flags,
                         keywords=keywords,
                         modseq=modseq,
-                        # A copy through JSON, so the caller sees what a reader will.
-                        summary=json.loads(json.dumps(new.summary)),
+                        summary=new.summary,
                         delivery_key=new.delivery_key,
                     )
                 )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from postwerk.core.errors import AlreadyExists, NotFound
 from postwerk.store.api import PENDING_STATUSES, queue_summaries
@@ -72,6 +73,10 @@ _update_recipient = (
 )
 
 
+_INSERT_MESSAGE = insert(queue_message)
+_INSERT_RECIPIENT = insert(queue_recipient)
+
+
 class SqliteQueue:
     """QueueStore over a `Database`."""
 
@@ -85,30 +90,31 @@ class SqliteQueue:
         if len({r.address for r in rcpts}) != len(rcpts):
             raise AlreadyExists("duplicate recipient address in one message")
 
+        row = {
+            "id": message.id,
+            "blob_id": message.blob_id,
+            "sender": message.sender,
+            "size": message.size,
+            "received": message.received,
+            "source": message.source,
+            "connector": message.connector,
+            "client_ip": message.client_ip,
+            "server_ip": message.server_ip,
+            "internet_message_id": message.internet_message_id,
+            "subject": message.subject,
+            "auth_user": message.auth_user,
+            "params": json.dumps(message.params),
+        }
+
         def run(conn: Connection) -> None:
-            taken = conn.scalar(select(queue_message.c.id).where(queue_message.c.id == message.id))
-            if taken is not None:
-                raise AlreadyExists(f"queue message {message.id} exists")
-            conn.execute(
-                insert(queue_message).values(
-                    id=message.id,
-                    blob_id=message.blob_id,
-                    sender=message.sender,
-                    size=message.size,
-                    received=message.received,
-                    source=message.source,
-                    connector=message.connector,
-                    client_ip=message.client_ip,
-                    server_ip=message.server_ip,
-                    internet_message_id=message.internet_message_id,
-                    subject=message.subject,
-                    auth_user=message.auth_user,
-                    params=json.dumps(message.params),
-                )
-            )
+            # Hot path: prebuilt statements (compiled once); the primary key catches duplicates.
+            try:
+                conn.execute(_INSERT_MESSAGE, row)
+            except IntegrityError as exc:
+                raise AlreadyExists(f"queue message {message.id} exists") from exc
             if rcpts:
                 conn.execute(
-                    insert(queue_recipient),
+                    _INSERT_RECIPIENT,
                     [
                         {
                             "message_id": r.message_id,
