@@ -66,7 +66,8 @@ async def _with_backend(data_dir: Path, fn: Callable[[Any], Awaitable[T]]) -> T:
     from postwerk.roles.all_in_one import directory_for, open_backend
 
     settings = _settings(data_dir)
-    backend = await open_backend(settings, data_dir)
+    # Never clean blobs/tmp/ here: a running server may be receiving into it.
+    backend = await open_backend(settings, data_dir, clean_temp=False)
     try:
         ctx = _Ctx(settings, backend, directory_for(backend, settings))
         return await fn(ctx)
