@@ -240,9 +240,12 @@ def check_exactly_once(data_dir: Path, ledger: Ledger) -> int:
     return checked
 
 
+@pytest.mark.parametrize("at_receipt", [True, False], ids=["deliver-at-receipt", "queue-first"])
 def test_kill_9_loses_nothing_and_duplicates_nothing(
-    tmp_path: Path, ca: trustme.CA, request: pytest.FixtureRequest
+    tmp_path: Path, ca: trustme.CA, request: pytest.FixtureRequest, at_receipt: bool
 ) -> None:
+    # Both delivery paths: in the accepting transaction, and through the queue after it.
+    mode = {"POSTWERK_TRANSPORT__DELIVER_AT_RECEIPT": "true" if at_receipt else "false"}
     data_dir = tmp_path / "data"
     init_data_dir(data_dir, ca)  # `postwerk init ... --bind 127.0.0.1`, argon2 "cheap"
     for address in USERS:
@@ -260,7 +263,7 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(
     ledger = Ledger()
 
     # 1. Load, then SIGKILL mid-flight.
-    servers.append(start_serve(data_dir, log))
+    servers.append(start_serve(data_dir, log, env=mode))
     load_then_kill(servers[-1], "a", ledger, LOAD_SECONDS)
     acked_a = len(ledger.acked)
     assert acked_a >= 20, f"only {acked_a} messages acknowledged before the kill"
@@ -269,13 +272,13 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(
     #    new mail arrives; SIGKILL again in the middle of that. Whatever a writer had
     #    half-written (plus a planted leftover) must be gone once the server is up.
     (data_dir / "blobs" / "tmp" / "planted-by-test.tmp").write_bytes(b"half a message")
-    servers.append(start_serve(data_dir, log, offset=servers[-1].offset))
+    servers.append(start_serve(data_dir, log, offset=servers[-1].offset, env=mode))
     assert not list((data_dir / "blobs" / "tmp").iterdir()), "half-written blobs survived"
     load_then_kill(servers[-1], "b", ledger, LOAD_SECONDS / 2)
     assert len(ledger.acked) > acked_a
 
     # 3. Restart once more, let delivery settle, and count.
-    servers.append(start_serve(data_dir, log, offset=servers[-1].offset))
+    servers.append(start_serve(data_dir, log, offset=servers[-1].offset, env=mode))
     assert not list((data_dir / "blobs" / "tmp").iterdir()), "half-written blobs survived"
     wait_settled(servers[-1])
     delivered = check_exactly_once(data_dir, ledger)

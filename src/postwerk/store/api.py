@@ -32,6 +32,7 @@ from postwerk.store.records import (
     RecipientKind,
     RecipientStatus,
     TrackingEvent,
+    TransportCommit,
 )
 
 # Exchange 2013's default folder set: (name, container class, IMAP special-use).
@@ -249,6 +250,14 @@ class QueueStore(Protocol):
 
     async def finished_messages(self) -> list[str]:
         """Messages with no recipient left in READY or UNREACHABLE: their blob may go."""
+        ...
+
+
+class TransportStore(Protocol):
+    """Queue, mailbox delivery and tracking changed in one transaction."""
+
+    async def commit(self, change: TransportCommit) -> list[Item]:
+        """Apply every part of `change` or none; return the delivered items (in order)."""
         ...
 
 

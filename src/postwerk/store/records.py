@@ -224,3 +224,20 @@ class TrackingEvent:
     subject: str = ""
     related_recipient: str = ""
     reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportCommit:
+    """What the transport service changes in one step, committed atomically.
+
+    Receiving a message for local mailboxes is one of these (queue rows only for
+    recipients still pending, Inbox items for the others, tracking events), and so
+    is a delivery pass (items, queue updates and removals, DELIVER events): a
+    crash leaves either all of it or none, never an item without its queue change.
+    """
+
+    enqueue: tuple[QueuedMessage, tuple[QueuedRecipient, ...]] | None = None
+    deliver: tuple[NewItem, ...] = ()
+    update: tuple[QueuedRecipient, ...] = ()
+    remove: tuple[str, ...] = ()  # queue message ids with nothing left to do
+    events: tuple[TrackingEvent, ...] = ()

@@ -18,11 +18,12 @@ from postwerk.directory.cache import RecipientLookup
 from postwerk.store.records import DomainType, RecipientKind
 
 UNREACHABLE = "Unreachable"
+MAILBOX_HOP = "mailbox:"  # + mailbox id: delivered by this organization's store driver
 MAX_EXPANSION_DEPTH = 10
 
 
 def mailbox_hop(mailbox_id: int) -> str:
-    return f"mailbox:{mailbox_id}"
+    return f"{MAILBOX_HOP}{mailbox_id}"
 
 
 @dataclass(frozen=True, slots=True)

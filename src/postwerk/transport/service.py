@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,15 +22,16 @@ import structlog
 
 from postwerk.core.replies import Reply
 from postwerk.mime.summary import summarize
-from postwerk.store.api import BlobStore, MailStore, QueueStore, TrackingLog
+from postwerk.store.api import BlobStore, MailStore, QueueStore, TrackingLog, TransportStore
 from postwerk.store.records import (
     NewItem,
     QueuedMessage,
     QueuedRecipient,
     RecipientStatus,
     TrackingEvent,
+    TransportCommit,
 )
-from postwerk.transport.categorizer import UNREACHABLE, Categorizer
+from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
 
@@ -60,8 +61,12 @@ class TransportService:
     tracking: TrackingLog
     categorizer: Categorizer
     mail: MailStore
+    store: TransportStore
     server_hostname: str
     server_ip: str = ""
+    # Local recipients of a small message are delivered in the transaction that
+    # accepts it (see `_accept_and_deliver`); off, everything goes through the queue.
+    deliver_at_receipt: bool = True
     delivery_batch: int = 64
     delivery_workers: int = 4
     on_delivered: Callable[[Sequence[int]], None] | None = None
@@ -177,7 +182,16 @@ class TransportService:
         failed = tuple(r.address for r in rows if r.status == RecipientStatus.FAILED)
         if failed:
             events.append(event("FAIL", "ROUTING", failed, "550 5.1.1 recipient not found"))
-        # One group commit for both; only the queue write decides the reply.
+
+        local = [r for r in ready if r.next_hop.startswith(MAILBOX_HOP)]
+        if (
+            local
+            and data is not None
+            and self.deliver_at_receipt
+            and await self._accept_and_deliver(message, rows, local, events, data)
+        ):
+            return
+        # The queue write alone decides the reply; tracking shares its group commit.
         queued, tracked = await asyncio.gather(
             self.queue.enqueue(message, rows),
             self.tracking.append(events),
@@ -195,6 +209,74 @@ class TransportService:
             "queued", queue_id=queue_id, session_id=info.session_id, recipients=len(rows), size=size
         )
         self._wake.set()
+
+    async def _accept_and_deliver(
+        self,
+        message: QueuedMessage,
+        rows: list[QueuedRecipient],
+        local: list[QueuedRecipient],
+        events: list[TrackingEvent],
+        data: bytes,
+    ) -> bool:
+        """Deliver to local mailboxes in the same transaction that accepts the message.
+
+        The store driver's work done before the 250 instead of after it: one commit
+        instead of three (queue, items, queue cleanup), and the message is in the
+        Inbox when the client hears 250. Recipients routed elsewhere stay queued in
+        that same transaction. False (nothing written) sends the message down the
+        ordinary queue path instead, e.g. when a mailbox vanished meanwhile.
+        """
+        try:
+            summary = summarize(data).to_json()
+        except Exception:
+            self.log.exception("summary_failed", queue_id=message.id)
+            return False
+        items = tuple(self._new_item(message, r, summary) for r in local)
+        delivered = [replace(r, status=RecipientStatus.DELIVERED) for r in local]
+        done = {r.address for r in local}
+        still_queued = any(r.status in PENDING for r in rows if r.address not in done)
+        enqueue = None
+        if still_queued:
+            rest = tuple(r for r in rows if r.address not in done)
+            enqueue = (message, (*rest, *delivered))
+        change = TransportCommit(
+            enqueue=enqueue,
+            deliver=items,
+            events=(*events, *self._deliver_events(delivered, {message.id: message})),
+        )
+        try:
+            await self.store.commit(change)
+        except Exception:
+            self.log.warning("deliver_at_receipt_failed", queue_id=message.id, exc_info=True)
+            return False
+        self.log.info(
+            "delivered_at_receipt",
+            queue_id=message.id,
+            recipients=len(local),
+            queued=len(rows) - len(local) if still_queued else 0,
+            size=message.size,
+        )
+        self._notify(delivered)
+        return True
+
+    @staticmethod
+    def _new_item(msg: QueuedMessage, r: QueuedRecipient, summary: dict[str, Any]) -> NewItem:
+        prefix = f"Return-Path: <{msg.sender}>\r\n".encode()
+        return NewItem(
+            mailbox_id=int(r.next_hop[len(MAILBOX_HOP) :]),
+            folder_name="Inbox",
+            item_class="IPM.Note",
+            blob_id=msg.blob_id,
+            header_prefix=prefix,
+            size=len(prefix) + msg.size,
+            internal_date=msg.received,
+            summary=summary,
+            delivery_key=f"{msg.id}/{r.address.lower()}",
+        )
+
+    def _notify(self, delivered: Sequence[QueuedRecipient]) -> None:
+        if delivered and self.on_delivered is not None:
+            self.on_delivered(sorted({int(r.next_hop[len(MAILBOX_HOP) :]) for r in delivered}))
 
     def log_rejection(self, intake: MessageIntake, reply: Reply) -> None:
         self.log.info(
@@ -288,7 +370,10 @@ class TransportService:
     async def deliver(
         self, batch: Sequence[QueuedRecipient], known: dict[str, _Handoff] | None = None
     ) -> None:
-        """Deliver READY mailbox recipients into their Inboxes (idempotent)."""
+        """Deliver READY mailbox recipients into their Inboxes (idempotent).
+
+        Items, the queue rows they finish and the DELIVER events commit together.
+        """
         known = known or {}
         messages: dict[str, QueuedMessage] = {}
         summaries: dict[str, dict[str, Any]] = {}
@@ -297,7 +382,7 @@ class TransportService:
         failures: list[QueuedRecipient] = []
         now = time.time()
         for r in batch:
-            if not r.next_hop.startswith("mailbox:"):
+            if not r.next_hop.startswith(MAILBOX_HOP):
                 continue
             msg = messages.get(r.message_id)
             if msg is None:
@@ -319,33 +404,12 @@ class TransportService:
                     continue
             if msg.id not in summaries:
                 continue
-            prefix = f"Return-Path: <{msg.sender}>\r\n".encode()
-            new_items.append(
-                NewItem(
-                    mailbox_id=int(r.next_hop.split(":", 1)[1]),
-                    folder_name="Inbox",
-                    item_class="IPM.Note",
-                    blob_id=msg.blob_id,
-                    header_prefix=prefix,
-                    size=len(prefix) + msg.size,
-                    internal_date=msg.received,
-                    summary=summaries[msg.id],
-                    delivery_key=f"{msg.id}/{r.address.lower()}",
-                )
-            )
+            new_items.append(self._new_item(msg, r, summaries[msg.id]))
             targets.append(r)
-        if new_items:
-            try:
-                # Durable first: only once the items are committed may the queue forget them.
-                await self.mail.deliver(new_items)
-            except Exception as exc:
-                self.log.exception("mailbox_delivery_failed", items=len(new_items))
-                failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets)
-                targets = []
         delivered = [replace(r, status=RecipientStatus.DELIVERED, last_error="") for r in targets]
         done = {r.message_id for r in delivered}
         finished: list[str] = []
-        updates: list[QueuedRecipient] = list(failures)
+        updates: list[QueuedRecipient] = []
         for message_id in done:
             job = known.get(message_id)
             if job is not None and {r.address for r in job.pending} <= {
@@ -354,25 +418,31 @@ class TransportService:
                 finished.append(message_id)  # nothing left: drop the rows in one go
             else:
                 updates.extend(r for r in delivered if r.message_id == message_id)
-        writes: list[Awaitable[None]] = [self.queue.remove_message(m) for m in finished]
-        if updates:
-            writes.append(self.queue.update_recipients(updates))
-        if delivered:
-            writes.append(self.tracking.append(self._deliver_events(delivered, messages)))
-        # Issued together, so they share one group commit.
-        await asyncio.gather(*writes)
+        if new_items:
+            change = TransportCommit(
+                deliver=tuple(new_items),
+                update=tuple(updates),
+                remove=tuple(finished),
+                events=tuple(self._deliver_events(delivered, messages)),
+            )
+            try:
+                await self.store.commit(change)
+            except Exception as exc:
+                self.log.exception("mailbox_delivery_failed", items=len(new_items))
+                failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets)
+                delivered, done = [], set()
+        if failures:
+            await self.queue.update_recipients(failures)
         unknown = done - set(finished) - set(known)
         if unknown:
             await self._forget_finished(unknown)
-        if delivered:
-            for msg_id in done:
-                self.log.info(
-                    "delivered",
-                    queue_id=msg_id,
-                    recipients=sum(1 for r in delivered if r.message_id == msg_id),
-                )
-            if self.on_delivered is not None:
-                self.on_delivered(sorted({int(r.next_hop.split(":")[1]) for r in delivered}))
+        for msg_id in done:
+            self.log.info(
+                "delivered",
+                queue_id=msg_id,
+                recipients=sum(1 for r in delivered if r.message_id == msg_id),
+            )
+        self._notify(delivered)
 
     def _deliver_events(
         self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]
@@ -393,7 +463,7 @@ class TransportService:
                     recipient_status="250 2.0.0 Delivered to Inbox",
                     connector=msg.connector,
                     client_ip=msg.client_ip,
-                    server_ip=self.server_ip,
+                    server_ip=msg.server_ip or self.server_ip,
                     server_hostname=self.server_hostname,
                     total_bytes=msg.size,
                     subject=msg.subject,

@@ -13,6 +13,7 @@ from postwerk.store.memory.directory import MemoryDirectory
 from postwerk.store.memory.mailstore import MemoryMailStore
 from postwerk.store.memory.queue import MemoryQueue
 from postwerk.store.memory.tracking import MemoryTrackingLog
+from postwerk.store.memory.transport import MemoryTransportStore
 
 __all__ = [
     "MemoryBackend",
@@ -22,6 +23,7 @@ __all__ = [
     "MemoryMailStore",
     "MemoryQueue",
     "MemoryTrackingLog",
+    "MemoryTransportStore",
 ]
 
 
@@ -34,6 +36,13 @@ class MemoryBackend:
     queue: MemoryQueue = field(default_factory=MemoryQueue)
     tracking: MemoryTrackingLog = field(default_factory=MemoryTrackingLog)
     db: None = None
+    transport: MemoryTransportStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        # frozen: set once here, over the same stores the fields hold.
+        object.__setattr__(
+            self, "transport", MemoryTransportStore(self.queue, self.mailstore, self.tracking)
+        )
 
     async def close(self) -> None:
         """Nothing to release; present so callers treat every backend alike."""

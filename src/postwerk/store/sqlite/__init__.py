@@ -19,6 +19,7 @@ from postwerk.store.sqlite.mailstore import SqliteMailStore
 from postwerk.store.sqlite.migrations import current_revision, head_revision, migrate, upgrade
 from postwerk.store.sqlite.queue import SqliteQueue
 from postwerk.store.sqlite.tracking import SqliteTrackingLog
+from postwerk.store.sqlite.transport import SqliteTransportStore
 
 __all__ = [
     "Database",
@@ -28,6 +29,7 @@ __all__ = [
     "SqliteMailStore",
     "SqliteQueue",
     "SqliteTrackingLog",
+    "SqliteTransportStore",
     "migrate",
     "open_sqlite",
     "upgrade",
@@ -45,6 +47,7 @@ class SqliteBackend:
     mailstore: SqliteMailStore
     queue: SqliteQueue
     tracking: SqliteTrackingLog
+    transport: SqliteTransportStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -64,10 +67,12 @@ async def open_sqlite(path: Path | str) -> SqliteBackend:
     except BaseException:
         await db.close()
         raise
+    mailstore, queue, tracking = SqliteMailStore(db), SqliteQueue(db), SqliteTrackingLog(db)
     return SqliteBackend(
         db=db,
         directory=SqliteDirectory(db),
-        mailstore=SqliteMailStore(db),
-        queue=SqliteQueue(db),
-        tracking=SqliteTrackingLog(db),
+        mailstore=mailstore,
+        queue=queue,
+        tracking=tracking,
+        transport=SqliteTransportStore(db, queue, mailstore, tracking),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
@@ -222,6 +222,10 @@ class SqliteMailStore:
         """One write job for the whole batch: all items land, or none do."""
         if not items:
             return []
+        return await self._db.write(self.deliver_job(items))
+
+    def deliver_job(self, items: Sequence[NewItem]) -> Callable[[Connection], list[Item]]:
+        """The write job of `deliver`, to run alone or inside a larger transaction."""
         batch = list(items)
 
         # Recipients of one message share one summary: encode it once (JSON was the
@@ -303,7 +307,7 @@ class SqliteMailStore:
                 )
             return out
 
-        return await self._db.write(run)
+        return run
 
     async def list_items(self, folder_id: int, limit: int | None = None) -> list[Item]:
         def run(conn: Connection) -> list[Item]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
@@ -84,6 +84,12 @@ class SqliteQueue:
         self._db = db
 
     async def enqueue(self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]) -> None:
+        await self._db.write(self.enqueue_job(message, recipients))
+
+    def enqueue_job(
+        self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]
+    ) -> Callable[[Connection], None]:
+        """The write job of `enqueue`, to run alone or inside a larger transaction."""
         rcpts = list(recipients)
         if any(r.message_id != message.id for r in rcpts):
             raise ValueError("every recipient must belong to the message being enqueued")
@@ -131,7 +137,7 @@ class SqliteQueue:
                     ],
                 )
 
-        await self._db.write(run)
+        return run
 
     async def get_message(self, message_id: str) -> QueuedMessage | None:
         def run(conn: Connection) -> QueuedMessage | None:
@@ -178,8 +184,10 @@ class SqliteQueue:
 
     async def update_recipients(self, updates: Sequence[QueuedRecipient]) -> None:
         """Store new state for existing recipients; all or nothing (NotFound if one is absent)."""
-        if not updates:
-            return
+        if updates:
+            await self._db.write(self.update_job(updates))
+
+    def update_job(self, updates: Sequence[QueuedRecipient]) -> Callable[[Connection], None]:
         params = [
             {
                 "k_message_id": r.message_id,
@@ -200,7 +208,7 @@ class SqliteQueue:
                 if result.rowcount == 0:
                     raise NotFound(f"recipient {p['k_address']} of {p['k_message_id']} not found")
 
-        await self._db.write(run)
+        return run
 
     async def list_messages(self, status: RecipientStatus | None = None) -> list[QueuedMessage]:
         """Messages with at least one recipient in `status` (all messages for None)."""
@@ -229,11 +237,16 @@ class SqliteQueue:
 
     async def remove_message(self, message_id: str) -> None:
         """Remove envelope and recipients; a no-op when absent, so cleanup can be redone."""
+        await self._db.write(self.remove_job([message_id]))
+
+    @staticmethod
+    def remove_job(message_ids: Sequence[str]) -> Callable[[Connection], None]:
+        ids = list(message_ids)
 
         def run(conn: Connection) -> None:
-            conn.execute(delete(queue_message).where(queue_message.c.id == message_id))
+            conn.execute(delete(queue_message).where(queue_message.c.id.in_(ids)))
 
-        await self._db.write(run)
+        return run
 
     async def finished_messages(self) -> list[str]:
         def run(conn: Connection) -> list[str]:

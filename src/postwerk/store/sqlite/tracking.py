@@ -10,7 +10,7 @@ Search semantics (shared with the memory backend):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import insert, or_, select
 from sqlalchemy.engine import Connection, RowMapping
@@ -68,14 +68,18 @@ class SqliteTrackingLog:
         self._db = db
 
     async def append(self, events: Sequence[TrackingEvent]) -> None:
-        if not events:
-            return
+        if events:
+            await self._db.write(self.append_job(events))
+
+    @staticmethod
+    def append_job(events: Sequence[TrackingEvent]) -> Callable[[Connection], None]:
         rows = [_row(e) for e in events]
 
         def run(conn: Connection) -> None:
-            conn.execute(insert(tracking_event), rows)
+            if rows:
+                conn.execute(insert(tracking_event), rows)
 
-        await self._db.write(run)
+        return run
 
     async def search(
         self,

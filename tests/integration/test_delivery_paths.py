@@ -1,0 +1,101 @@
+"""The two ways a message reaches an Inbox: in the transaction that accepts it (the
+default for messages up to 1 MB), or queued first and delivered by the store driver
+(large messages, or `transport.deliver_at_receipt = false`). Both give the same
+Inbox, queue and tracking log."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import DOMAIN, RunningServer
+from tests.integration.test_smtp_submission import message, submission
+
+
+@pytest.fixture
+def queue_first(org: RunningServer) -> Iterator[RunningServer]:
+    org.server.transport.deliver_at_receipt = False
+    yield org
+
+
+def unreachable(org: RunningServer) -> list[tuple[str, str]]:
+    async def rows() -> list[tuple[str, str]]:
+        queue = org.server.backend.sql.queue
+        out = []
+        for m in await queue.list_messages():
+            out += [(r.address, r.status.value) for r in await queue.recipients(m.id)]
+        return sorted(out)
+
+    return org.call(rows())
+
+
+def event_ids(org: RunningServer, recipient: str) -> list[str]:
+    async def search() -> list[str]:
+        events = await org.server.backend.sql.tracking.search(recipient=recipient)
+        return sorted(e.event_id for e in events)
+
+    return org.call(search())
+
+
+def test_small_message_is_in_the_inbox_when_250_arrives(org: RunningServer) -> None:
+    with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+        s.sendmail("someone@remote.test", [f"bob@{DOMAIN}"], b"Subject: now\r\n\r\nhi\r\n")
+        # No waiting: the 250 came after the item's commit.
+        items = org.inbox(f"bob@{DOMAIN}")
+    assert len(items) == 1
+    assert items[0].summary["subject"] == "now"
+    assert org.read_item(items[0]).startswith(b"Return-Path: <someone@remote.test>\r\nReceived: ")
+    assert unreachable(org) == []  # nothing left queued
+    assert event_ids(org, f"bob@{DOMAIN}") == ["DELIVER", "RECEIVE"]
+
+
+def test_mixed_recipients_local_delivered_external_queued(org: RunningServer) -> None:
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", f"bob@{DOMAIN}, far@elsewhere.test", "mixed"),
+            to_addrs=[f"bob@{DOMAIN}", "far@elsewhere.test"],
+        )
+        assert len(org.inbox(f"bob@{DOMAIN}")) == 1
+    # The message stays queued for its external recipient; the local one shows as delivered.
+    assert unreachable(org) == [
+        (f"bob@{DOMAIN}", "delivered"),
+        ("far@elsewhere.test", "unreachable"),
+    ]
+
+
+def test_queue_first_path_delivers_the_same(queue_first: RunningServer) -> None:
+    org = queue_first
+    with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+        s.sendmail(
+            "someone@remote.test",
+            [f"bob@{DOMAIN}", f"team@{DOMAIN}"],
+            b"Subject: queued\r\n\r\nhi\r\n",
+        )
+    bob = org.wait_inbox(f"bob@{DOMAIN}", 1)
+    alice = org.wait_inbox(f"alice@{DOMAIN}", 1)
+    assert len(bob) == 1 and len(alice) == 1  # bob once, though named twice (group)
+    assert bob[0].summary["subject"] == "queued"
+    assert org.read_item(bob[0]).startswith(b"Return-Path: <someone@remote.test>\r\n")
+
+    def settled() -> bool:
+        return unreachable(org) == []
+
+    deadline = time.monotonic() + 10
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert settled(), "delivered message left in the queue"
+    assert "DELIVER" in event_ids(org, f"bob@{DOMAIN}")
+
+
+def test_large_message_goes_through_the_queue(org: RunningServer) -> None:
+    body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100  # ~1.1 MB: over the hand-off
+    with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=30) as s:
+        s.sendmail("someone@remote.test", [f"bob@{DOMAIN}"], body)
+    items = org.wait_inbox(f"bob@{DOMAIN}", 1)
+    assert len(items) == 1
+    stored = org.read_item(items[0])
+    assert items[0].size == len(stored)
+    assert stored.endswith(b"x" * 998 + b"\r\n")
