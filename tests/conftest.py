@@ -7,7 +7,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,7 +119,13 @@ def cli(data_dir: Path, *args: str, input: str | None = None) -> str:
     return result.output
 
 
-def start_server(data_dir: Path, ca: trustme.CA) -> RunningServer:
+def start_server(
+    data_dir: Path,
+    ca: trustme.CA,
+    environ: dict[str, str] | None = None,
+    tarpit_override: float | None = 0.05,
+) -> RunningServer:
+    """Serve `data_dir`; `environ` holds `POSTWERK_<SECTION>__<FIELD>` settings overrides."""
     from postwerk.config.settings import load_settings
     from postwerk.roles.all_in_one import build
 
@@ -131,10 +137,10 @@ def start_server(data_dir: Path, ca: trustme.CA) -> RunningServer:
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
-            settings = load_settings(data_dir, {})
+            settings = load_settings(data_dir, environ or {})
             server = await build(settings, data_dir, 0)
             server.ephemeral_ports = True
-            server.tarpit_override = 0.05
+            server.tarpit_override = tarpit_override
             server.connector_cache_seconds = 0.0  # see `connector receive set` at once
             server.lookup.ttl = 0.0  # and directory changes made through the CLI
             await server.start()
@@ -155,11 +161,8 @@ def stop_server(running: RunningServer) -> None:
     running.loop.call_soon_threadsafe(running.loop.stop)
 
 
-@pytest.fixture
-def org(tmp_path: Path, ca: trustme.CA) -> Iterator[RunningServer]:
-    """An initialized organization with mailboxes alice, bob, a group and an alias, serving."""
-    data_dir = tmp_path / "data"
-    init_data_dir(data_dir, ca)
+def populate(data_dir: Path) -> None:
+    """Mailboxes alice and bob (password PASSWORD), alias al@ -> alice, group team@ of both."""
     for user in ("alice", "bob"):
         cli(
             data_dir,
@@ -173,11 +176,42 @@ def org(tmp_path: Path, ca: trustme.CA) -> Iterator[RunningServer]:
     cli(data_dir, "group", "new", f"team@{DOMAIN}")
     cli(data_dir, "group", "add-member", f"team@{DOMAIN}", f"alice@{DOMAIN}")
     cli(data_dir, "group", "add-member", f"team@{DOMAIN}", f"bob@{DOMAIN}")
+
+
+@pytest.fixture
+def org(tmp_path: Path, ca: trustme.CA) -> Iterator[RunningServer]:
+    """An initialized organization with mailboxes alice, bob, a group and an alias, serving."""
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, ca)
+    populate(data_dir)
     running = start_server(data_dir, ca)
     try:
         yield running
     finally:
         stop_server(running)
+
+
+@pytest.fixture
+def make_org(tmp_path: Path, ca: trustme.CA) -> Iterator[Callable[..., RunningServer]]:
+    """Like `org`, for tests that need settings overrides or the real (untuned) AUTH tarpit:
+    `make_org(environ={"POSTWERK_AUTH__TARPIT_SECONDS": "0.2"}, tarpit_override=None)`."""
+    started: list[RunningServer] = []
+
+    def make(
+        environ: dict[str, str] | None = None, tarpit_override: float | None = 0.05
+    ) -> RunningServer:
+        data_dir = tmp_path / f"data{len(started)}"
+        init_data_dir(data_dir, ca)
+        populate(data_dir)
+        running = start_server(data_dir, ca, environ, tarpit_override)
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            stop_server(running)
 
 
 def python_exe() -> str:

@@ -2,53 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 import time
 
 import pytest
 
 from tests.conftest import DOMAIN, RunningServer, cli
-
-
-class Wire:
-    """A line-oriented raw SMTP client: send bytes, read whole replies."""
-
-    def __init__(self, port: int) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            ("127.0.0.1", port), timeout=10
-        )
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def reply(self) -> tuple[int, bytes]:
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise EOFError(b"".join(lines) + self.buf)
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if len(line) < 4 or line[3:4] == b" ":
-                return int(line[:3]), b"\n".join(lines)
-
-    def cmd(self, line: bytes) -> tuple[int, bytes]:
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def closed(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except (ConnectionResetError, TimeoutError):
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
+from tests.integration.wire import Wire
 
 BODY = b"From: a@remote.test\r\nTo: alice@example.test\r\nSubject: wire\r\n\r\nline\r\n"
 

@@ -118,11 +118,21 @@ class TransportSettings(BaseModel):
         "(RFC 5321 §6.3 asks for at least 100).",
     )
     delivery_workers: int = Field(4, ge=1, le=64, description="Concurrent local delivery batches.")
+    deliver_at_receipt: bool = Field(
+        True,
+        description="Deliver a message (up to 1 MB) to this server's mailboxes in the same "
+        "transaction that accepts it, before the 250; larger messages and other recipients "
+        "go through the queue. Off: every message is queued first and delivered after.",
+    )
     delivery_batch: int = Field(
         64, ge=1, le=1024, description="Recipients delivered into mailboxes per store transaction."
     )
     max_recipients_per_message: int = Field(
-        5000, ge=1, description="Organization-wide recipient limit (Exchange's default 5000)."
+        5000,
+        ge=1,
+        description="Organization-wide limit on envelope recipients per message (Exchange's "
+        "MaxRecipientEnvelopeLimit, 5000); a distribution group counts as one. Applied at RCPT "
+        "together with the receive connector's limit: the smaller one wins.",
     )
 
 
@@ -133,7 +143,16 @@ class AuthSettings(BaseModel):
         5.0, ge=0, description="Delay before answering a failed AUTH (Exchange AuthTarpitInterval)."
     )
     lockout_failures: int = Field(
-        10, ge=1, description="Failed logins within `lockout_window` that lock an account or IP."
+        10,
+        ge=1,
+        description="Failed logins against one account, from any address, within "
+        "`lockout_window` that lock that account.",
+    )
+    lockout_ip_failures: int = Field(
+        30,
+        ge=1,
+        description="Failed logins from one client address (IPv6: its /64), for any accounts, "
+        "within `lockout_window` that lock that address out.",
     )
     lockout_window: float = Field(
         600.0, ge=1, description="Window in seconds over which failed logins are counted."

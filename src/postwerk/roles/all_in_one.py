@@ -33,6 +33,29 @@ class PortInUse(Exception):
     """A listener could not bind; the message names the port."""
 
 
+class PortOffsetOutOfRange(ValueError):
+    """The port offset would move a listener outside 1-65535; the message says the range."""
+
+
+MAX_PORT = 65535
+
+
+def check_port_offset(offset: int, ports: list[int]) -> None:
+    """Refuse an offset that moves any of `ports` out of range.
+
+    Checked before binding: asyncio would otherwise fail with an OverflowError traceback, or,
+    when binding to all addresses, getaddrinfo silently wraps 70025 to 4489.
+    """
+    if not ports:
+        return
+    highest = max(ports)
+    if offset < 0 or highest + offset > MAX_PORT:
+        raise PortOffsetOutOfRange(
+            f"port offset {offset} is out of range: it must be 0 to {MAX_PORT - highest} "
+            f"so that port {highest} stays at most {MAX_PORT}"
+        )
+
+
 def database_path(settings: Settings, data_dir: Path) -> Path:
     url = settings.database.url
     if not url:
@@ -120,6 +143,7 @@ class AllInOneServer:
                 window=settings.auth.lockout_window,
                 tarpit=settings.auth.tarpit_seconds,
                 account_limit=settings.auth.lockout_failures,
+                ip_limit=settings.auth.lockout_ip_failures,
             ),
         )
         ctx = ReceiveContext(
@@ -131,12 +155,19 @@ class AllInOneServer:
             tls_context=tls_context,
             connectors=cache.get,
             max_hop_count=settings.transport.max_hop_count,
+            max_recipients_per_message=settings.transport.max_recipients_per_message,
             tarpit_override=self.tarpit_override,
         )
         ports = sorted(
             {binding_port(b) for c in connectors if c.bound and c.enabled for b in c.bindings}
         )
         host = settings.server.bind or None
+        if not self.ephemeral_ports:
+            try:
+                check_port_offset(self.port_offset, ports)
+            except PortOffsetOutOfRange:
+                await self.stop()
+                raise
         for port in ports:
             listen_port = 0 if self.ephemeral_ports else port + self.port_offset
             listener = SmtpListener(ctx, host, listen_port, port)
@@ -169,6 +200,8 @@ async def build(
         tracking=backend.sql.tracking,
         categorizer=Categorizer(lookup),
         mail=backend.sql.mailstore,
+        store=backend.sql.transport,
+        deliver_at_receipt=settings.transport.deliver_at_receipt,
         server_hostname=settings.server.hostname,
         delivery_batch=settings.transport.delivery_batch,
         delivery_workers=settings.transport.delivery_workers,

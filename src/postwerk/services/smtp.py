@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import assert_never, cast
 
 import structlog
 
@@ -61,6 +61,14 @@ from postwerk.transport.receive_policy import Rights, offers_auth, offers_startt
 from postwerk.transport.service import TransportService
 
 HIGH_WATER = 256 * 1024  # pause reading when this much unparsed input is buffered
+# A client no connector accepts gets 554 and, as RFC 5321 §3.1 asks, 503 to everything
+# until QUIT; within these bounds, since no connector's limits apply to it.
+REFUSED_GRACE_SECONDS = 10.0
+REFUSED_MAX_COMMANDS = 5
+NO_CONNECTOR = Reply(554, "5.7.1", "No receive connector accepts your address")
+# RFC 3207 §4: until TLS is active, a connector that requires it answers 530 to every other
+# command. BDAT passes so that its chunk is read; without MAIL it fails after the chunk.
+ALLOWED_BEFORE_REQUIRED_TLS = (cmd.Ehlo, cmd.Helo, cmd.StartTls, cmd.Noop, cmd.Quit, cmd.Bdat)
 SASL_MECHANISMS = ("PLAIN", "LOGIN")
 
 
@@ -76,6 +84,7 @@ class ReceiveContext:
     tls_context: ssl.SSLContext | None
     connectors: Callable[[], Awaitable[list[ReceiveConnector]]]
     max_hop_count: int = 100
+    max_recipients_per_message: int = 5000  # organization-wide; the connector's may be lower
     tarpit_override: float | None = None  # tests shorten the AUTH tarpit
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.smtp")
@@ -96,8 +105,8 @@ class SmtpChannel(asyncio.Protocol):
         self._pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -313,11 +322,17 @@ class SmtpSession:
     # ------------------------------------------------------------ commands
 
     async def handle(self, command: cmd.Command) -> Reply | None:
+        if (
+            self.connector.require_tls
+            and not self.tls_active
+            and not isinstance(command, ALLOWED_BEFORE_REQUIRED_TLS)
+        ):
+            return replies.MUST_STARTTLS
         match command:
             case cmd.Ehlo(domain=domain):
-                return self.on_ehlo(domain, esmtp=True)
+                return await self.on_ehlo(domain, esmtp=True)
             case cmd.Helo(domain=domain):
-                return self.on_ehlo(domain, esmtp=False)
+                return await self.on_ehlo(domain, esmtp=False)
             case cmd.StartTls():
                 return await self.on_starttls()
             case cmd.Auth():
@@ -353,9 +368,10 @@ class SmtpSession:
         self.txn = None
         self.conn.smtputf8 = False
 
-    def on_ehlo(self, domain: str, esmtp: bool) -> Reply:
-        self.txn = None  # RFC 5321 §4.1.4: EHLO resets the transaction
-        self.conn.smtputf8 = False
+    async def on_ehlo(self, domain: str, esmtp: bool) -> Reply:
+        # RFC 5321 §4.1.4: EHLO resets the transaction. Between BDAT chunks a partial blob
+        # exists; abort it, or a client looping BDAT + EHLO fills blobs/tmp/.
+        await self._reset()
         self.helo = domain
         self.esmtp = esmtp
         if not esmtp:
@@ -411,10 +427,13 @@ class SmtpSession:
         self.channel.transport = new_transport
         self.tls_active = True
         self.tls_info = describe(new_transport.get_extra_info("ssl_object"))
-        # RFC 3207 §4.2: forget everything learned before TLS.
+        # RFC 3207 §4.2: forget everything learned before TLS, an authentication included
+        # (it was given in the clear, and a man in the middle may have made it).
         self.helo = None
         self.esmtp = False
         self.txn = None
+        self.user = None
+        self.user_addresses = frozenset()
         self.log.info("tls_started", tls=self.tls_info)
         return None
 
@@ -513,8 +532,6 @@ class SmtpSession:
             return replies.HELO_FIRST
         if self.txn is not None:
             return replies.NESTED_MAIL
-        if self.connector.require_tls and not self.tls_active:
-            return replies.MUST_STARTTLS
         rights = self.rights
         if not rights.submit:
             return replies.AUTH_REQUIRED
@@ -536,7 +553,10 @@ class SmtpSession:
         txn = self.txn
         if txn is None:
             return replies.MAIL_FIRST
-        if txn.accepted_rcpts >= self.connector.max_recipients_per_message:
+        # Exchange counts envelope recipients against both the connector's and the
+        # organization's limit (a group counts as one); the smaller one applies.
+        limit = min(self.connector.max_recipients_per_message, self.ctx.max_recipients_per_message)
+        if txn.accepted_rcpts >= limit:
             return replies.TOO_MANY_RECIPIENTS
         path = command.address
         if path.lower() == "postmaster":
@@ -709,6 +729,7 @@ class SmtpListener:
         self.server: asyncio.Server | None = None
         self.sessions: set[asyncio.Task[None]] = set()
         self.live: dict[asyncio.Task[None], SmtpSession] = {}
+        self.refused: set[SmtpChannel] = set()  # clients no connector accepts, until they go
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -742,10 +763,8 @@ class SmtpListener:
         connectors = await self.ctx.connectors()
         connector = select_connector(connectors, local[0], self.config_port, peer[0])
         if connector is None:
-            channel.write(
-                Reply(554, "5.7.1", "No receive connector accepts your address").to_bytes()
-            )
-            channel.close()
+            self.ctx.log.info("connection_refused_no_connector", client_ip=peer[0])
+            await self._refuse(channel)
             return
         from_source = sum(1 for s in self.live.values() if s.peer_ip == peer[0])
         if (
@@ -770,6 +789,44 @@ class SmtpListener:
         finally:
             self.live.pop(task, None)
 
+    async def _refuse(self, channel: SmtpChannel) -> None:
+        """554 instead of the banner, then 503 to every command until QUIT (RFC 5321 §3.1)."""
+        channel.write(NO_CONNECTOR.to_bytes())
+        self.refused.add(channel)
+        conn = channel.conn
+        deadline = time.monotonic() + REFUSED_GRACE_SECONDS
+        answered = 0
+        try:
+            while not channel.closed:
+                event = conn.next_event()
+                match event:
+                    case NeedData():
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                        try:
+                            await asyncio.wait_for(channel.wait_for_data(), remaining)
+                        except TimeoutError:
+                            return
+                    case CommandReceived(command=cmd.Quit()):
+                        channel.write(replies.SERVICE_CLOSING.to_bytes())
+                        return
+                    case CommandReceived(command=cmd.Bdat()) | ChunkData() | BodyData():
+                        pass  # a BDAT chunk is read to its end and answered there
+                    case CommandReceived() | CommandRejected() | LineReceived() | ChunkEnd():
+                        answered += 1
+                        if answered > REFUSED_MAX_COMMANDS:
+                            channel.write(replies.TOO_MANY_ERRORS.to_bytes())
+                            return
+                        channel.write(replies.BAD_SEQUENCE.to_bytes())
+                    case BodyEnd() | BodyRejected() | ConnectionClosed():
+                        return  # (no DATA body is ever started here)
+                    case _:
+                        assert_never(event)
+        finally:
+            self.refused.discard(channel)
+            channel.close()
+
     async def stop(self, drain_seconds: float = 10.0) -> None:
         """Stop accepting; close idle sessions now, give open transactions `drain_seconds`."""
         if self.server is not None:
@@ -779,6 +836,8 @@ class SmtpListener:
         for session in list(self.live.values()):
             if not session.committing:
                 session.shutdown()
+        for channel in list(self.refused):
+            channel.close()
         if self.sessions:
             _done, pending = await asyncio.wait(list(self.sessions), timeout=drain_seconds)
             for task in pending:

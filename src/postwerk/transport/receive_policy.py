@@ -49,4 +49,5 @@ def offers_auth(connector: ReceiveConnector, tls_active: bool) -> bool:
     mechanisms = set(connector.auth_mechanisms)
     if rc.BASIC_AUTH not in mechanisms:
         return False
-    return tls_active or rc.BASIC_AUTH_REQUIRE_TLS not in mechanisms
+    # RequireTLS covers AUTH too: no password crosses in the clear on such a connector.
+    return tls_active or (rc.BASIC_AUTH_REQUIRE_TLS not in mechanisms and not connector.require_tls)
