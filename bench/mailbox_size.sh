@@ -19,6 +19,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Default hook: bench/postwerk_prefill.py, through the store API.
+REPO=$(cd "$HERE/.." && pwd)
+export POSTWERK_PREFILL_CMD=${POSTWERK_PREFILL_CMD:-"'$REPO/.venv/bin/python' '$HERE/postwerk_prefill.py' \"\$1\" \"\$2\" \"\$3\""}
 BASE=${PW_BENCH_DIR:-/tmp/pw-bench}
 export PW_BENCH_DIR=$BASE
 PREFILL=100000

@@ -77,6 +77,14 @@ do_start() {
                 >>"$BASE/postwerk-init.log" 2>&1 \
                 || { tail -5 "$BASE/postwerk-init.log" >&2; exit 1; }
         done
+        # Postfix allows 50 concurrent sessions per client (smtpd_client_connection_count_limit);
+        # Exchange's MaxInboundConnectionPerSource is 20. The load and the idle-memory probe
+        # all come from 127.0.0.1, so lift it here as an admin would for a relay host.
+        local frontend
+        frontend=$($POSTWERK connector receive list --json \
+            | python3 -c 'import json,sys; print(next(c["name"] for c in json.load(sys.stdin) if c["name"].startswith("Default Frontend")))')
+        $POSTWERK connector receive set "$frontend" --max-connections-per-source 1000 \
+            >>"$BASE/postwerk-init.log" 2>&1
     fi
     log "serve --data-dir $DATA --port-offset $OFFSET (SMTP 127.0.0.1:$SMTP_PORT)"
     # setsid: own process group, so stop can signal it without touching anything else
