@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from postwerk.store.records import DomainType, NewItem, RecipientKind
 from postwerk.store.sqlite import Database, SchemaOutOfDate, migrate, open_sqlite
-from postwerk.store.sqlite.mailstore import _probe
+from postwerk.store.sqlite.mailstore import _PROBE_SQL
 from postwerk.store.sqlite.schema import accepted_domain, metadata
 
 
@@ -169,11 +169,7 @@ async def test_idempotency_probe_does_not_scan(sqlite_path: Path) -> None:
     try:
 
         def plan(conn: Connection) -> str:
-            compiled = _probe.compile(dialect=conn.dialect)
-            params = {"p_mailbox": 1, "p_name": "Inbox", "p_key": "k"}
-            assert compiled.positiontup is not None
-            args = tuple(params[name] for name in compiled.positiontup)
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {_PROBE_SQL}", ("k", 1, "inbox"))
             return " | ".join(str(r[-1]) for r in rows)
 
         text = await db.read(plan)

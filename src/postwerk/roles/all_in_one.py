@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from postwerk.config.settings import Settings
-from postwerk.directory.cache import DirectoryCache
+from postwerk.directory.cache import DirectoryCache, SingleFlight
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
@@ -94,17 +94,30 @@ def directory_for(backend: Backend, settings: Settings) -> Directory:
 
 @dataclass
 class _ConnectorCache:
+    """Receive connectors, re-read every `ttl` seconds (admins change them with the CLI).
+
+    Past its ttl the old list still answers new connections while one background
+    read replaces it (see directory/cache.py); ttl 0 reads on every connection.
+    """
+
     backend: Backend
     ttl: float = CONNECTOR_CACHE_SECONDS
     loaded: float = float("-inf")
     value: list[ReceiveConnector] = field(default_factory=list)
+    flights: SingleFlight = field(default_factory=SingleFlight)
+
+    async def _fetch(self) -> list[ReceiveConnector]:
+        self.value = await self.backend.sql.directory.list_receive_connectors()
+        self.loaded = time.monotonic()
+        return self.value
 
     async def get(self) -> list[ReceiveConnector]:
-        # Admins change connectors with the CLI while the server runs; pick that up soon.
-        if time.monotonic() - self.loaded >= self.ttl:
-            self.value = await self.backend.sql.directory.list_receive_connectors()
-            self.loaded = time.monotonic()
-        return self.value
+        if time.monotonic() - self.loaded < self.ttl:
+            return self.value
+        if self.ttl > 0 and self.loaded > float("-inf"):
+            self.flights.refresh("connectors", self._fetch)
+            return self.value
+        return await self.flights.load("connectors", self._fetch)
 
 
 @dataclass

@@ -20,13 +20,12 @@ typical message costs one thread hop, at commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-import tempfile
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 from postwerk.core.errors import NotFound
 from postwerk.core.ids import new_id
@@ -37,9 +36,10 @@ FLUSH_AT = 256 * 1024
 _BLOB_ID = re.compile(r"[0-9a-f]{20}")
 _TOP = re.compile(r"[0-9a-f]{4}")
 _LEAF = re.compile(r"[0-9a-f]{2}")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     # A rename or a new entry is durable only once its directory is fsynced.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -56,7 +56,7 @@ class _DirSync:
     before it started, the others wait for that result.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self._cond = threading.Condition()
         self._requested = 0
@@ -88,13 +88,18 @@ class _DirSync:
 
 
 class FileBlobWriter:
-    """One blob being written; see the module invariants."""
+    """One blob being written; see the module invariants.
+
+    Plain file descriptors and `os` calls, no file objects or `tempfile`: the
+    thread that commits a blob competes with the event loop for the GIL, and
+    every Python step it saves is one the loop gets.
+    """
 
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
         self._buffer = bytearray()
-        self._file: BinaryIO | None = None
-        self._tmp: Path | None = None
+        self._fd: int | None = None
+        self._tmp: str | None = None
         self._done = False
         self.size = 0
 
@@ -124,45 +129,46 @@ class FileBlobWriter:
     async def abort(self) -> None:
         self._done = True
         self._buffer.clear()
-        if self._file is not None or self._tmp is not None:
+        if self._fd is not None or self._tmp is not None:
             await asyncio.to_thread(self._discard_sync)
 
     # ---------------------------------------------------------------- threads
 
     def _write_sync(self, chunk: bytes) -> None:
-        if self._file is None:
-            fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, suffix=".tmp")
-            self._tmp = Path(name)
-            self._file = os.fdopen(fd, "wb")
-        if chunk:
-            self._file.write(chunk)
+        if self._fd is None:
+            # The temp name is unique by itself (time + 32 random bits; O_EXCL checks).
+            self._tmp = os.path.join(self._store.tmp_dir, new_id() + ".tmp")
+            self._fd = os.open(self._tmp, _CREATE, 0o640)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def _commit_sync(self, chunk: bytes) -> str:
         self._write_sync(chunk)
-        assert self._file is not None and self._tmp is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+        assert self._fd is not None and self._tmp is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         while True:
             blob_id = new_id()
-            final = self._store.path(blob_id)
+            leaf = self._store.leaf(blob_id)
+            final = os.path.join(leaf, blob_id)
             # Ids collide only with the same µs and the same 32 random bits;
             # never overwrite a committed blob even then.
-            if not final.exists():
+            if not os.path.exists(final):
                 break
-        self._store.ensure_fanout(final.parent)
         os.rename(self._tmp, final)
         self._tmp = None
-        self._store.dir_sync(final.parent).sync()
+        self._store.dir_sync(leaf).sync()
         return blob_id
 
     def _discard_sync(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
             self._tmp = None
 
 
@@ -173,10 +179,21 @@ class FileBlobStore:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._syncs: dict[Path, _DirSync] = {}
+        self._syncs: dict[str, _DirSync] = {}
         self._syncs_lock = threading.Lock()
+        self._leaves: set[str] = set()  # fan-out directories known to exist
 
-    def dir_sync(self, directory: Path) -> _DirSync:
+    def leaf(self, blob_id: str) -> str:
+        """The directory of a blob, created (durably) if it is new; from worker threads."""
+        leaf = os.path.join(self.root, blob_id[:4], blob_id[4:6])
+        if leaf not in self._leaves:
+            self.ensure_fanout(Path(leaf))
+            if len(self._leaves) > 4096:  # leaves change every ~17 s; forget old ones
+                self._leaves.clear()
+            self._leaves.add(leaf)
+        return leaf
+
+    def dir_sync(self, directory: str) -> _DirSync:
         with self._syncs_lock:
             found = self._syncs.get(directory)
             if found is None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,19 @@ T = TypeVar("T")
 MAX_BATCH = 256
 
 WriteFn = Callable[[Connection], Any]
+
+
+def driver_cursor(conn: Connection) -> sqlite3.Cursor:
+    """A stdlib cursor on the connection under `conn`, inside its transaction.
+
+    For the write hot paths only (delivery, queue, tracking): they run prepared
+    SQL text here instead of SQLAlchemy statements, whose per-execution Python
+    cost exceeded SQLite's own work and held the GIL against the event loop.
+    """
+    raw = conn.connection.driver_connection
+    if not isinstance(raw, sqlite3.Connection):
+        raise TypeError("driver_cursor needs the SQLite writer connection")
+    return raw.cursor()
 
 
 def to_url(url_or_path: str | Path) -> str:

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from postwerk.core.errors import FolderNotFound, ItemNotFound
 from postwerk.store.api import DEFAULT_FOLDERS, folder_key
 from postwerk.store.records import Flag, Folder, Item, NewItem
-from postwerk.store.sqlite.database import Database
+from postwerk.store.sqlite.database import Database, driver_cursor
 from postwerk.store.sqlite.schema import folder, item, sequence
 
 _UIDV = "uidvalidity"
@@ -111,36 +111,27 @@ _update_item_flags = (
 
 # The folder a delivery goes to, joined with an item of the same delivery key.
 # A NULL key never matches (NULL = NULL is not true), so no special case.
-_probe = (
-    select(folder.c.id.label("target_folder"), *item.c)
-    .select_from(
-        folder.outerjoin(
-            item,
-            and_(
-                item.c.mailbox_id == folder.c.mailbox_id,
-                item.c.delivery_key == bindparam("p_key"),
-            ),
-        )
-    )
-    .where(folder.c.mailbox_id == bindparam("p_mailbox"), folder.c.name == bindparam("p_name"))
+# The delivery hot path runs prepared SQL on the driver's cursor: through
+# SQLAlchemy each statement cost more Python than SQLite spent executing it, and
+# that Python competes with the event loop for the GIL.
+#
+# One statement finds the folder and, through the unique (mailbox_id,
+# delivery_key) index, an earlier delivery with the same key.
+_PROBE_SQL = (
+    "SELECT folder.id, item.id FROM folder LEFT OUTER JOIN item"
+    " ON item.mailbox_id = folder.mailbox_id AND item.delivery_key = ?"
+    " WHERE folder.mailbox_id = ? AND folder.name = ?"
 )
-
-
-# Statements of the delivery hot path, built once: constructing a statement per
-# call cost more than executing it.
-_bump_for_delivery = (
-    update(folder)
-    .where(folder.c.id == bindparam("f_id"))
-    .values(
-        uidnext=folder.c.uidnext + 1,
-        highest_modseq=folder.c.highest_modseq + 1,
-        messages=folder.c.messages + 1,
-        unseen=folder.c.unseen + bindparam("f_unseen"),
-        size=folder.c.size + bindparam("f_size"),
-    )
-    .returning(folder.c.uidnext, folder.c.highest_modseq)
+_BUMP_SQL = (
+    "UPDATE folder SET uidnext = uidnext + 1, highest_modseq = highest_modseq + 1,"
+    " messages = messages + 1, unseen = unseen + ?, size = size + ?"
+    " WHERE id = ? RETURNING uidnext, highest_modseq"
 )
-_insert_item = insert(item).returning(item.c.id)
+_INSERT_ITEM_SQL = (
+    "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
 
 
 class SqliteMailStore:
@@ -237,56 +228,46 @@ class SqliteMailStore:
 
         def run(conn: Connection) -> list[Item]:
             out: list[Item] = []
+            cur = driver_cursor(conn)
             for new in batch:
                 # One statement finds the folder and, through the unique index,
                 # an earlier delivery with the same key (rows inserted earlier in
                 # this batch are visible: same transaction).
-                found = (
-                    (
-                        conn.execute(
-                            _probe,
-                            {
-                                "p_mailbox": new.mailbox_id,
-                                "p_name": folder_key(new.folder_name),
-                                "p_key": new.delivery_key,
-                            },
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
+                found = cur.execute(
+                    _PROBE_SQL, (new.delivery_key, new.mailbox_id, folder_key(new.folder_name))
+                ).fetchone()
                 if found is None:
                     raise FolderNotFound(
                         f"folder {new.folder_name!r} not found in mailbox {new.mailbox_id}"
                     )
-                if found["id"] is not None:
-                    out.append(_item(found))
+                folder_id, existing = found
+                if existing is not None:
+                    row = conn.execute(select(item).where(item.c.id == existing)).mappings().one()
+                    out.append(_item(row))
                     continue
-                folder_id = found["target_folder"]
-                uidnext, modseq = conn.execute(
-                    _bump_for_delivery,
-                    {"f_id": folder_id, "f_unseen": _unseen(new.flags), "f_size": new.size},
-                ).one()
+                uidnext, modseq = cur.execute(
+                    _BUMP_SQL, (_unseen(new.flags), new.size, folder_id)
+                ).fetchone()
                 keywords = _keywords(new.keywords)
                 uid = uidnext - 1
-                item_id = conn.execute(
-                    _insert_item,
-                    {
-                        "mailbox_id": new.mailbox_id,
-                        "folder_id": folder_id,
-                        "uid": uid,
-                        "item_class": new.item_class,
-                        "blob_id": new.blob_id,
-                        "header_prefix": new.header_prefix,
-                        "size": new.size,
-                        "internal_date": new.internal_date,
-                        "flags": new.flags,
-                        "keywords": json.dumps(list(keywords)),
-                        "modseq": modseq,
-                        "summary": encoded[id(new.summary)],
-                        "delivery_key": new.delivery_key,
-                    },
-                ).scalar_one()
+                (item_id,) = cur.execute(
+                    _INSERT_ITEM_SQL,
+                    (
+                        new.mailbox_id,
+                        folder_id,
+                        uid,
+                        new.item_class,
+                        new.blob_id,
+                        new.header_prefix,
+                        new.size,
+                        new.internal_date,
+                        new.flags,
+                        json.dumps(list(keywords)),
+                        modseq,
+                        encoded[id(new.summary)],
+                        new.delivery_key,
+                    ),
+                ).fetchone()
                 out.append(
                     Item(
                         id=item_id,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from postwerk.store.api import address_key
 from postwerk.store.records import TrackingEvent
-from postwerk.store.sqlite.database import Database
+from postwerk.store.sqlite.database import Database, driver_cursor
 from postwerk.store.sqlite.schema import tracking_event
 
 _TEXT = (
@@ -35,6 +35,15 @@ _TEXT = (
     "subject",
     "related_recipient",
     "reference",
+)
+
+
+# Every event of a message is written on the delivery hot path: prepared SQL on
+# the driver (see database.driver_cursor).
+_EVENT_COLUMNS = [c.name for c in tracking_event.columns if c.name != "id"]
+_INSERT_EVENT_SQL = (
+    f"INSERT INTO tracking_event ({', '.join(_EVENT_COLUMNS)})"
+    f" VALUES ({', '.join(':' + c for c in _EVENT_COLUMNS)})"
 )
 
 
@@ -77,7 +86,7 @@ class SqliteTrackingLog:
 
         def run(conn: Connection) -> None:
             if rows:
-                conn.execute(insert(tracking_event), rows)
+                driver_cursor(conn).executemany(_INSERT_EVENT_SQL, rows)
 
         return run
 
