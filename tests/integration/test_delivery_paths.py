@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import DOMAIN, RunningServer
+from tests.conftest import DOMAIN, RunningServer, cli
 from tests.integration.test_smtp_submission import message, submission
 
 
@@ -99,3 +99,28 @@ def test_large_message_goes_through_the_queue(org: RunningServer) -> None:
     stored = org.read_item(items[0])
     assert items[0].size == len(stored)
     assert stored.endswith(b"x" * 998 + b"\r\n")
+
+
+def test_removing_a_mailbox_deletes_only_files_nobody_else_needs(org: RunningServer) -> None:
+    with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+        s.sendmail("someone@remote.test", [f"bob@{DOMAIN}"], b"Subject: bob only\r\n\r\nhi\r\n")
+        s.sendmail(
+            "someone@remote.test",
+            [f"bob@{DOMAIN}", f"alice@{DOMAIN}"],
+            b"Subject: shared\r\n\r\nhi\r\n",
+        )
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", f"bob@{DOMAIN}, far@elsewhere.test", "queued too"),
+            to_addrs=[f"bob@{DOMAIN}", "far@elsewhere.test"],
+        )
+    files = {
+        it.summary["subject"]: org.server.backend.blobs.path(it.blob_id)
+        for it in org.inbox(f"bob@{DOMAIN}")
+    }
+    assert all(path.is_file() for path in files.values())
+    out = cli(org.data_dir, "mailbox", "remove", f"bob@{DOMAIN}")
+    assert "1 message file(s) deleted" in out
+    assert not files["bob only"].exists()
+    assert files["shared"].is_file()  # alice still has it
+    assert files["queued too"].is_file()  # still queued for far@elsewhere.test

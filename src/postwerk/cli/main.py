@@ -496,11 +496,20 @@ def mailbox_list(data_dir: Path, as_json: bool) -> None:
 @data_dir_option
 @_domain_errors
 def mailbox_remove(address: str, data_dir: Path) -> None:
-    """Remove a mailbox and its folders and items."""
+    """Remove a mailbox, its folders and items, and the message files only it used."""
     from postwerk.store.records import RecipientKind
 
-    _run(_with_backend(data_dir, lambda c: c.directory.remove(address, RecipientKind.MAILBOX)))
-    click.echo(f"removed mailbox {address}")
+    async def remove(c: _Ctx) -> int:
+        orphans = set(await c.directory.remove(address, RecipientKind.MAILBOX))
+        # A message still queued for someone else keeps its file.
+        for message in await c.backend.sql.queue.list_messages():
+            orphans.discard(message.blob_id)
+        for blob_id in sorted(orphans):
+            await c.backend.blobs.delete(blob_id)
+        return len(orphans)
+
+    freed = _run(_with_backend(data_dir, remove))
+    click.echo(f"removed mailbox {address} ({freed} message file(s) deleted)")
 
 
 @mailbox.command("set-password")
