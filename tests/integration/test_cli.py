@@ -366,7 +366,29 @@ def test_queue_list_json(org: Initialized, served: Served) -> None:
     assert isinstance(unreachable[0]["status"], str)
 
 
-def test_serve_exits_1_with_one_line_when_a_port_is_taken(org: Initialized) -> None:
+def test_a_second_server_on_the_same_data_dir_exits_1(org: Initialized, served: Served) -> None:
+    # The first one holds postwerk.lock; the second must not touch its files.
+    (org.data_dir / "blobs" / "tmp" / "in-progress.tmp").write_bytes(b"being written")
+    args = ["serve", "--data-dir", str(org.data_dir), "--port-offset", str(served.offset + 1)]
+    result = subprocess.run(
+        [*postwerk_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert_one_line_error(result, f"a server already runs on {org.data_dir}")
+    assert str(served.proc.pid) in result.stderr
+    assert (org.data_dir / "blobs" / "tmp" / "in-progress.tmp").exists()
+    (org.data_dir / "blobs" / "tmp" / "in-progress.tmp").unlink()
+
+
+def test_serve_exits_1_with_one_line_when_a_port_is_taken(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("ports") / "data"
+    ok("init", "--domain", DOMAIN, "--bind", "127.0.0.1", data_dir=data_dir)
     for _ in range(20):
         offset = random.randint(20000, 40000)
         blocker = socket.socket()
@@ -379,7 +401,7 @@ def test_serve_exits_1_with_one_line_when_a_port_is_taken(org: Initialized) -> N
     else:
         pytest.fail("no free port to block")
     with blocker:
-        args = ["serve", "--data-dir", str(org.data_dir), "--port-offset", str(offset)]
+        args = ["serve", "--data-dir", str(data_dir), "--port-offset", str(offset)]
         result = subprocess.run(
             [*postwerk_command(), *args],
             capture_output=True,

@@ -269,6 +269,17 @@ async def _serve(
     from postwerk.roles.all_in_one import PortInUse, build
     from postwerk.store.sqlite.migrations import migrate
 
+    # One server per data directory: a second one would, among other things, clear
+    # blobs/tmp/ under the first one's feet at start-up.
+    lock = _lock_data_dir(data_dir)
+    if lock is None:
+        running = (
+            (data_dir / "postwerk.pid").read_text().strip()
+            if (data_dir / "postwerk.pid").exists()
+            else "?"
+        )
+        click.echo(f"postwerk: a server already runs on {data_dir} (pid {running})", err=True)
+        return 1
     try:
         await migrate(
             data_dir / "postwerk.db"
@@ -297,7 +308,21 @@ async def _serve(
     finally:
         await server.stop()
         pid_file.unlink(missing_ok=True)
+        os.close(lock)
     return 0
+
+
+def _lock_data_dir(data_dir: Path) -> int | None:
+    """An exclusive lock on `<data dir>/postwerk.lock`, held while serving; None if taken."""
+    import fcntl
+
+    fd = os.open(data_dir / "postwerk.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @main.command()
