@@ -362,7 +362,11 @@ class TransportService:
         try:
             await self.deliver(batch, known)
         except Exception:
-            self.log.exception("delivery_batch_failed", recipients=len(batch))
+            self.log.exception(
+                "delivery_batch_failed",
+                recipients=len(batch),
+                queue_ids=sorted({r.message_id for r in batch}),
+            )
         finally:
             for r in batch:
                 self._in_flight.discard((r.message_id, r.address))
@@ -428,7 +432,11 @@ class TransportService:
             try:
                 await self.store.commit(change)
             except Exception as exc:
-                self.log.exception("mailbox_delivery_failed", items=len(new_items))
+                self.log.exception(
+                    "mailbox_delivery_failed",
+                    items=len(new_items),
+                    queue_ids=sorted({r.message_id for r in targets}),
+                )
                 failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets)
                 delivered, done = [], set()
         if failures:
