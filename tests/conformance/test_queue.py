@@ -143,3 +143,21 @@ async def test_summaries(backend: Any) -> None:
     assert got["remote.test"].next_retry == future
     assert got["Unreachable"].count == 1
     assert await q.summaries() == sorted(await q.summaries(), key=lambda s: s.name)
+
+
+async def test_due_by_next_hop_prefix(backend: Any) -> None:
+    q = backend.queue
+    await q.enqueue(
+        msg("m1"),
+        [
+            rcpt("m1", "a@example.com", next_hop="mailbox:1"),
+            rcpt("m1", "b@remote.test", next_hop="smtp:Internet:remote.test"),
+            rcpt("m1", "c_%@remote.test", next_hop="smtp:Internet:remote.test"),
+        ],
+    )
+    mailbox = await q.due(time.time(), next_hop_prefix="mailbox:")
+    smtp = await q.due(time.time(), next_hop_prefix="smtp:")
+    assert [r.address for r in mailbox] == ["a@example.com"]
+    assert [r.address for r in smtp] == ["b@remote.test", "c_%@remote.test"]
+    assert len(await q.due(time.time())) == 3
+    assert await q.due(time.time(), next_hop_prefix="smtp:Inter%") == []  # LIKE escaped

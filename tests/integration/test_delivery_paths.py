@@ -124,3 +124,64 @@ def test_removing_a_mailbox_deletes_only_files_nobody_else_needs(org: RunningSer
     assert not files["bob only"].exists()
     assert files["shared"].is_file()  # alice still has it
     assert files["queued too"].is_file()  # still queued for far@elsewhere.test
+
+
+def test_unreachable_mail_is_resubmitted_when_a_send_connector_appears(
+    org: RunningServer,
+) -> None:
+    org.server.transport.poll_seconds = 0.1
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", "far@elsewhere.test, near@partner.test", "out"),
+            to_addrs=["far@elsewhere.test", "near@partner.test"],
+        )
+    assert unreachable(org) == [
+        ("far@elsewhere.test", "unreachable"),
+        ("near@partner.test", "unreachable"),
+    ]
+
+    def hops() -> dict[str, tuple[str, str]]:
+        async def rows() -> dict[str, tuple[str, str]]:
+            queue = org.server.backend.sql.queue
+            out = {}
+            for m in await queue.list_messages():
+                for r in await queue.recipients(m.id):
+                    out[r.address] = (r.status.value, r.next_hop)
+            return out
+
+        return org.call(rows())
+
+    def settle(expected: dict[str, tuple[str, str]]) -> None:
+        deadline = time.monotonic() + 10
+        while hops() != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hops() == expected
+
+    cli(org.data_dir, "connector", "send", "new", "Partner", "--address-spaces", "partner.test")
+    settle(
+        {
+            "far@elsewhere.test": ("unreachable", "Unreachable"),
+            "near@partner.test": ("ready", "smtp:Partner:partner.test"),
+        }
+    )
+    cli(org.data_dir, "connector", "send", "new", "Internet", "--address-spaces", "*;5")
+    settle(
+        {
+            "far@elsewhere.test": ("ready", "smtp:Internet:elsewhere.test"),
+            "near@partner.test": ("ready", "smtp:Partner:partner.test"),
+        }
+    )
+    cli(org.data_dir, "connector", "send", "remove", "Partner")
+    settle(
+        {
+            "far@elsewhere.test": ("ready", "smtp:Internet:elsewhere.test"),
+            "near@partner.test": ("ready", "smtp:Internet:partner.test"),
+        }
+    )
+    assert "RESUBMIT" in event_ids(org, "near@partner.test")
+    # New mail is routed at once, no Unreachable detour.
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", "new@other.test", "direct"), to_addrs=["new@other.test"]
+        )
+    assert hops()["new@other.test"] == ("ready", "smtp:Internet:other.test")

@@ -733,7 +733,7 @@ _FLAG_NAMES = _flag_names()
 
 @main.group()
 def connector() -> None:
-    """Receive connectors (and send connectors in M2)."""
+    """Receive and send connectors."""
 
 
 @connector.group("receive")
@@ -1082,6 +1082,12 @@ def config_show(data_dir: Path) -> None:
 
     click.echo(render_toml(_settings(data_dir)))
 
+
+# Verb groups kept in their own modules; they use this module's helpers, so they are
+# imported and attached last.
+from postwerk.cli.send_connectors import connector_send  # noqa: E402
+
+connector.add_command(connector_send)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from postwerk.store.api import DirectoryStore
-from postwerk.store.records import AcceptedDomain, Recipient
+from postwerk.store.records import AcceptedDomain, Recipient, SendConnector
 
 T = TypeVar("T")
 log = structlog.get_logger("postwerk.directory")
@@ -74,6 +74,8 @@ class RecipientLookup(Protocol):
 
     async def group_members(self, group_id: int) -> list[str]: ...
 
+    async def list_send_connectors(self) -> list[SendConnector]: ...
+
 
 @dataclass
 class DirectoryCache:
@@ -83,6 +85,7 @@ class DirectoryCache:
     stale_grace: float = 60.0
     clock: Callable[[], float] = time.monotonic
     _domains: tuple[float, list[AcceptedDomain]] | None = None
+    _send_connectors: tuple[float, list[SendConnector]] | None = None
     _recipients: OrderedDict[str, tuple[float, Recipient | None]] = field(
         default_factory=OrderedDict
     )
@@ -110,6 +113,21 @@ class DirectoryCache:
                 self._flights.refresh("domains", fetch)
                 return self._domains[1]
         return await self._flights.load("domains", fetch)
+
+    async def list_send_connectors(self) -> list[SendConnector]:
+        async def fetch() -> list[SendConnector]:
+            connectors = await self.store.list_send_connectors()
+            self._send_connectors = (self.clock(), connectors)
+            return connectors
+
+        if self._send_connectors is not None:
+            state = self._state(self._send_connectors[0])
+            if state == "fresh":
+                return self._send_connectors[1]
+            if state == "stale":
+                self._flights.refresh("send_connectors", fetch)
+                return self._send_connectors[1]
+        return await self._flights.load("send_connectors", fetch)
 
     async def find_recipient(self, address: str) -> Recipient | None:
         key = address.lower()
@@ -152,5 +170,6 @@ class DirectoryCache:
 
     def clear(self) -> None:
         self._domains = None
+        self._send_connectors = None
         self._recipients.clear()
         self._members.clear()

@@ -211,7 +211,7 @@ async def build(
         blobs=backend.blobs,
         queue=backend.sql.queue,
         tracking=backend.sql.tracking,
-        categorizer=Categorizer(lookup),
+        categorizer=Categorizer(lookup, settings.server.hostname),
         mail=backend.sql.mailstore,
         store=backend.sql.transport,
         deliver_at_receipt=settings.transport.deliver_at_receipt,

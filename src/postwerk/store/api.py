@@ -31,6 +31,7 @@ from postwerk.store.records import (
     Recipient,
     RecipientKind,
     RecipientStatus,
+    SendConnector,
     TrackingEvent,
     TransportCommit,
 )
@@ -194,6 +195,16 @@ class DirectoryStore(Protocol):
 
     async def put_receive_connector(self, connector: ReceiveConnector) -> None: ...
 
+    async def list_send_connectors(self) -> list[SendConnector]: ...
+
+    async def put_send_connector(self, connector: SendConnector) -> None:
+        """Create or replace by name."""
+        ...
+
+    async def remove_send_connector(self, name: str) -> None:
+        """NotFound when there is none by that name."""
+        ...
+
 
 class MailStore(Protocol):
     """Mailboxes' folders and items; read by every client protocol."""
@@ -236,8 +247,10 @@ class QueueStore(Protocol):
 
     async def recipients(self, message_id: str) -> list[QueuedRecipient]: ...
 
-    async def due(self, now: float, limit: int = 500) -> list[QueuedRecipient]:
-        """Recipients in READY whose next_attempt <= now."""
+    async def due(
+        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+    ) -> list[QueuedRecipient]:
+        """Recipients in READY whose next_attempt <= now (and next hop starts so)."""
         ...
 
     async def update_recipients(self, updates: Sequence[QueuedRecipient]) -> None: ...

@@ -79,6 +79,36 @@ class ReceiveConnector:
     bound: bool = True  # False: defined for a role split (M4) but not listened on
 
 
+@dataclass(frozen=True, slots=True)
+class AddressSpace:
+    """One entry of a send connector's AddressSpaces: a domain pattern and its cost."""
+
+    domain: str  # "*" (everything), "example.com" (exactly), "*.example.com" (its subdomains)
+    cost: int = 1
+
+
+TLS_POLICIES = ("opportunistic", "required", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class SendConnector:
+    """Exchange's SendConnector as data (New-SendConnector parameters)."""
+
+    name: str
+    address_spaces: tuple[AddressSpace, ...]
+    smart_hosts: tuple[str, ...] = ()  # "host" or "host:port"; empty: DNS (MX) routing
+    port: int = 25
+    auth_user: str | None = None  # smart-host AUTH (only over TLS)
+    auth_password: str | None = None
+    tls: str = "opportunistic"  # one of TLS_POLICIES
+    verify_certificates: bool = False
+    source_servers: tuple[str, ...] = ()  # empty: every Mailbox server of the organization
+    max_message_size: int = 35 * 1024 * 1024
+    frontend_proxy: bool = False  # FrontEndProxyEnabled: out through a CAS (M4)
+    fqdn: str | None = None  # the HELO/EHLO name; None: the server's own name
+    enabled: bool = True
+
+
 # ---------------------------------------------------------------- mailbox store
 
 

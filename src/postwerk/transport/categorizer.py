@@ -2,9 +2,11 @@
 
 Aliases resolve to their mailbox; distribution groups expand (recursively,
 each member once, loops cut) as Exchange's categorizer does. Next hops in M1:
-a mailbox in this organization (`mailbox:<id>`) or `Unreachable` for every
-address outside the authoritative domains (no send connector exists yet; M2
-routes them). Duplicates collapse: one delivery per mailbox per message.
+a mailbox in this organization (`mailbox:<id>`), or for addresses outside the
+authoritative domains (and unknown ones in internal-relay domains) the next hop
+of the send connector that routes their domain (`transport/routing.py`), or
+`Unreachable` when none does. Duplicates collapse: one delivery per next hop and
+address per message.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
 from postwerk.directory.cache import RecipientLookup
 from postwerk.store.records import DomainType, RecipientKind
+from postwerk.transport.routing import route
 
 UNREACHABLE = "Unreachable"
 MAILBOX_HOP = "mailbox:"  # + mailbox id: delivered by this organization's store driver
@@ -45,6 +48,7 @@ class Categorization:
 @dataclass
 class Categorizer:
     directory: RecipientLookup
+    server_name: str | None = None  # for connectors restricted to source servers
 
     async def categorize(self, recipients: Sequence[str]) -> Categorization:
         result = Categorization()
@@ -76,7 +80,9 @@ class Categorizer:
                 # Accepted at RCPT time but gone since (removed meanwhile): a permanent failure.
                 result.failed.append((address, "recipient not found"))
                 return
-            self._add(result, seen, Resolved(address, UNREACHABLE, original, group))
+            found = route(await self.directory.list_send_connectors(), domain, self.server_name)
+            hop = found.next_hop if found is not None else UNREACHABLE
+            self._add(result, seen, Resolved(address, hop, original, group))
             return
         if recipient.kind == RecipientKind.MAILBOX:
             if recipient.primary_address.lower() != address.lower():

@@ -28,12 +28,14 @@ from postwerk.store.records import (
     QueuedMessage,
     QueuedRecipient,
     RecipientStatus,
+    SendConnector,
     TrackingEvent,
     TransportCommit,
 )
 from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
+from postwerk.transport.routing import route
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
 GLITCH_RETRIES = 4
@@ -67,6 +69,8 @@ class TransportService:
     # Local recipients of a small message are delivered in the transaction that
     # accepts it (see `_accept_and_deliver`); off, everything goes through the queue.
     deliver_at_receipt: bool = True
+    # How often the queue is scanned for retries, recovery and routing changes.
+    poll_seconds: float = IDLE_POLL_SECONDS
     delivery_batch: int = 64
     delivery_workers: int = 4
     on_delivered: Callable[[Sequence[int]], None] | None = None
@@ -80,6 +84,7 @@ class TransportService:
         self._semaphore = asyncio.Semaphore(self.delivery_workers)
         self._handoff: deque[_Handoff] = deque()
         self._batches: set[asyncio.Task[None]] = set()
+        self._routing_basis: tuple[SendConnector, ...] | None = None
 
     # ------------------------------------------------------------ receive side
 
@@ -323,10 +328,16 @@ class TransportService:
                 await self._start_batch(batch, {job.message.id: job for job in jobs})
             # The queue itself is scanned at start (recovery after a crash) and periodically
             # (retries), not on every wake-up.
-            if time.monotonic() - last_scan >= IDLE_POLL_SECONDS:
+            if time.monotonic() - last_scan >= self.poll_seconds:
                 last_scan = time.monotonic()
                 try:
-                    due = await self.queue.due(time.time(), limit=self.delivery_batch * 8)
+                    await self._reroute_if_connectors_changed()
+                except Exception:
+                    self.log.exception("reroute_failed")
+                try:
+                    due = await self.queue.due(
+                        time.time(), limit=self.delivery_batch * 8, next_hop_prefix=MAILBOX_HOP
+                    )
                 except Exception:
                     self.log.exception("queue_read_failed")
                     due = []
@@ -342,9 +353,75 @@ class TransportService:
             if self._handoff:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except TimeoutError:
                 pass
+
+    async def _reroute_if_connectors_changed(self) -> None:
+        connectors = tuple(await self.categorizer.directory.list_send_connectors())
+        if connectors == self._routing_basis:
+            return
+        self._routing_basis = connectors
+        moved = await self.reroute(connectors)
+        if moved:
+            self.log.info("rerouted", recipients=moved, connectors=len(connectors))
+
+    async def reroute(self, connectors: Sequence[SendConnector]) -> int:
+        """Route pending external recipients again (Exchange resubmits the Unreachable
+        queue when routing changes): a new connector takes mail out of Unreachable, a
+        removed one sends its mail to another connector or into Unreachable."""
+        now = time.time()
+        updates: list[QueuedRecipient] = []
+        events: list[TrackingEvent] = []
+        for message in await self.queue.list_messages():
+            moved: list[QueuedRecipient] = []
+            for r in await self.queue.recipients(message.id):
+                if r.status not in PENDING or r.next_hop.startswith(MAILBOX_HOP):
+                    continue
+                if (r.message_id, r.address) in self._in_flight:
+                    continue  # being delivered right now; the next pass sees its outcome
+                domain = r.address.rpartition("@")[2].lower()
+                found = route(connectors, domain, self.categorizer.server_name)
+                hop = found.next_hop if found is not None else UNREACHABLE
+                if hop == r.next_hop:
+                    continue
+                if found is None:
+                    moved.append(
+                        replace(
+                            r,
+                            status=RecipientStatus.UNREACHABLE,
+                            next_hop=UNREACHABLE,
+                            last_error="no send connector",
+                        )
+                    )
+                else:
+                    moved.append(
+                        replace(r, status=RecipientStatus.READY, next_hop=hop, next_attempt=now)
+                    )
+            if moved:
+                updates.extend(moved)
+                events.append(
+                    TrackingEvent(
+                        timestamp=now,
+                        event_id="RESUBMIT",
+                        source="ROUTING",
+                        message_id=message.id,
+                        internet_message_id=message.internet_message_id,
+                        sender=message.sender,
+                        return_path=message.sender,
+                        recipients=tuple(r.address for r in moved),
+                        recipient_status="; ".join(sorted({r.next_hop for r in moved})),
+                        connector=message.connector,
+                        client_ip=message.client_ip,
+                        server_ip=message.server_ip,
+                        server_hostname=self.server_hostname,
+                        total_bytes=message.size,
+                        subject=message.subject,
+                    )
+                )
+        if updates:
+            await self.store.commit(TransportCommit(update=tuple(updates), events=tuple(events)))
+        return len(updates)
 
     async def _start_batch(self, batch: list[QueuedRecipient], known: dict[str, _Handoff]) -> None:
         if not batch:

@@ -14,6 +14,7 @@ from postwerk.store.records import (
     ReceiveConnector,
     Recipient,
     RecipientKind,
+    SendConnector,
 )
 
 
@@ -25,6 +26,7 @@ class MemoryDirectory:
         self._addresses: dict[str, int] = {}  # address_key -> recipient id
         self._members: dict[int, dict[str, str]] = {}  # group id -> key -> address
         self._connectors: dict[str, ReceiveConnector] = {}
+        self._send_connectors: dict[str, SendConnector] = {}
         self._next_id = 1
 
     async def get_organization(self) -> Organization | None:
@@ -160,6 +162,16 @@ class MemoryDirectory:
 
     async def put_receive_connector(self, connector: ReceiveConnector) -> None:
         self._connectors[connector.name] = connector
+
+    async def list_send_connectors(self) -> list[SendConnector]:
+        return [self._send_connectors[k] for k in sorted(self._send_connectors)]
+
+    async def put_send_connector(self, connector: SendConnector) -> None:
+        self._send_connectors[connector.name] = connector
+
+    async def remove_send_connector(self, name: str) -> None:
+        if self._send_connectors.pop(name, None) is None:
+            raise NotFound(f"send connector {name!r} not found")
 
     def _require(self, recipient_id: int) -> Recipient:
         r = self._recipients.get(recipient_id)

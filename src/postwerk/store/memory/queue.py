@@ -33,7 +33,9 @@ class MemoryQueue:
     async def recipients(self, message_id: str) -> list[QueuedRecipient]:
         return list(self._recipients.get(message_id, {}).values())
 
-    async def due(self, now: float, limit: int = 500) -> list[QueuedRecipient]:
+    async def due(
+        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+    ) -> list[QueuedRecipient]:
         ordinals = {
             (r.message_id, r.address): n
             for rs in self._recipients.values()
@@ -43,7 +45,9 @@ class MemoryQueue:
             r
             for rs in self._recipients.values()
             for r in rs.values()
-            if r.status == RecipientStatus.READY and r.next_attempt <= now
+            if r.status == RecipientStatus.READY
+            and r.next_attempt <= now
+            and (not next_hop_prefix or r.next_hop.startswith(next_hop_prefix))
         ]
         ready.sort(
             key=lambda r: (r.next_attempt, r.message_id, ordinals[(r.message_id, r.address)])

@@ -20,11 +20,13 @@ from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
 from postwerk.store.api import address_key
 from postwerk.store.records import (
     AcceptedDomain,
+    AddressSpace,
     DomainType,
     Organization,
     ReceiveConnector,
     Recipient,
     RecipientKind,
+    SendConnector,
 )
 from postwerk.store.sqlite.database import Database
 from postwerk.store.sqlite.schema import (
@@ -34,6 +36,7 @@ from postwerk.store.sqlite.schema import (
     proxy_address,
     receive_connector,
     recipient,
+    send_connector,
 )
 
 _CONNECTOR_TUPLES = frozenset(
@@ -370,6 +373,46 @@ class SqliteDirectory:
             conn.execute(insert(receive_connector).values(**row))
 
         await self._db.write(run)
+
+    async def list_send_connectors(self) -> list[SendConnector]:
+        def run(conn: Connection) -> list[SendConnector]:
+            rows = conn.execute(select(send_connector).order_by(send_connector.c.name))
+            return [_send_connector(r) for r in rows.mappings()]
+
+        return await self._db.read(run)
+
+    async def put_send_connector(self, connector: SendConnector) -> None:
+        row = _send_connector_row(connector)
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(send_connector).where(send_connector.c.name == connector.name))
+            conn.execute(insert(send_connector).values(**row))
+
+        await self._db.write(run)
+
+    async def remove_send_connector(self, name: str) -> None:
+        def run(conn: Connection) -> None:
+            done = conn.execute(delete(send_connector).where(send_connector.c.name == name))
+            if done.rowcount == 0:
+                raise NotFound(f"send connector {name!r} not found")
+
+        await self._db.write(run)
+
+
+def _send_connector_row(c: SendConnector) -> dict[str, Any]:
+    row: dict[str, Any] = {f.name: getattr(c, f.name) for f in fields(c)}
+    row["address_spaces"] = json.dumps([[a.domain, a.cost] for a in c.address_spaces])
+    row["smart_hosts"] = json.dumps(list(c.smart_hosts))
+    row["source_servers"] = json.dumps(list(c.source_servers))
+    return row
+
+
+def _send_connector(row: RowMapping) -> SendConnector:
+    kw: dict[str, Any] = {f.name: row[f.name] for f in fields(SendConnector)}
+    kw["address_spaces"] = tuple(AddressSpace(d, c) for d, c in json.loads(row["address_spaces"]))
+    kw["smart_hosts"] = tuple(json.loads(row["smart_hosts"]))
+    kw["source_servers"] = tuple(json.loads(row["source_servers"]))
+    return SendConnector(**kw)
 
 
 def _require_free(conn: Connection, key: str) -> None:

@@ -163,14 +163,21 @@ class SqliteQueue:
 
         return await self._db.read(run)
 
-    async def due(self, now: float, limit: int = 500) -> list[QueuedRecipient]:
+    async def due(
+        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+    ) -> list[QueuedRecipient]:
         def run(conn: Connection) -> list[QueuedRecipient]:
+            conditions = [
+                queue_recipient.c.status == RecipientStatus.READY.value,
+                queue_recipient.c.next_attempt <= now,
+            ]
+            if next_hop_prefix:
+                conditions.append(
+                    queue_recipient.c.next_hop.startswith(next_hop_prefix, autoescape=True)
+                )
             rows = conn.execute(
                 select(queue_recipient)
-                .where(
-                    queue_recipient.c.status == RecipientStatus.READY.value,
-                    queue_recipient.c.next_attempt <= now,
-                )
+                .where(*conditions)
                 .order_by(
                     queue_recipient.c.next_attempt,
                     queue_recipient.c.message_id,

@@ -141,6 +141,25 @@ receive_connector = Table(
     Column("bound", Boolean, nullable=False),
 )
 
+send_connector = Table(
+    "send_connector",
+    metadata,
+    Column("name", String, primary_key=True),
+    # JSON: [{"domain": "*", "cost": 1}, ...] and ["host:port", ...]; read whole.
+    Column("address_spaces", Text, nullable=False),
+    Column("smart_hosts", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("auth_user", String, nullable=True),
+    Column("auth_password", String, nullable=True),
+    Column("tls", String, nullable=False),
+    Column("verify_certificates", Boolean, nullable=False),
+    Column("source_servers", Text, nullable=False),
+    Column("max_message_size", BigInteger, nullable=False),
+    Column("frontend_proxy", Boolean, nullable=False),
+    Column("fqdn", String, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+)
+
 # ---------------------------------------------------------------- mailbox store
 
 # High-water marks that must outlive the rows they were taken for; "uidvalidity"

@@ -1,0 +1,41 @@
+"""Send connectors in the directory store: create, replace, list, remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from postwerk.core.errors import NotFound
+from postwerk.store.records import AddressSpace, SendConnector
+
+
+async def test_send_connector_roundtrip(backend: Any) -> None:
+    d = backend.directory
+    assert await d.list_send_connectors() == []
+    internet = SendConnector("Internet", (AddressSpace("*", 1),))
+    relay = SendConnector(
+        "Relay",
+        (AddressSpace("partner.test", 5), AddressSpace("*.partner.test", 10)),
+        smart_hosts=("relay.isp.test:587", "[192.0.2.7]"),
+        port=587,
+        auth_user="relay-user",
+        auth_password="secret",
+        tls="required",
+        verify_certificates=True,
+        source_servers=("mbx1",),
+        max_message_size=10 * 1024 * 1024,
+        frontend_proxy=True,
+        fqdn="out.example.test",
+        enabled=False,
+    )
+    await d.put_send_connector(relay)
+    await d.put_send_connector(internet)
+    assert await d.list_send_connectors() == [internet, relay]
+    changed = SendConnector("Internet", (AddressSpace("*", 3),), tls="none")
+    await d.put_send_connector(changed)
+    assert await d.list_send_connectors() == [changed, relay]
+    await d.remove_send_connector("Relay")
+    assert await d.list_send_connectors() == [changed]
+    with pytest.raises(NotFound):
+        await d.remove_send_connector("Relay")
