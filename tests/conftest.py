@@ -143,6 +143,14 @@ def start_server(
             server.tarpit_override = tarpit_override
             server.connector_cache_seconds = 0.0  # see `connector receive set` at once
             server.lookup.ttl = 0.0  # and directory changes made through the CLI
+            if server.outbound is not None:
+                # Never the machine's DNS: a port where nobody answers, so outbound mail
+                # waits (transient 4.4.3) unless a test brings its own DNS (tests/dnsserver.py).
+                from postwerk.transport.dns import DnsConfig, Resolver
+
+                server.outbound.resolver = Resolver(
+                    DnsConfig(nameservers=("127.0.0.1:9",), timeout=0.3)
+                )
             await server.start()
             holder["server"] = server
             ready.set()

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_FILE = "postwerk.toml"
 
@@ -134,6 +134,73 @@ class TransportSettings(BaseModel):
         "MaxRecipientEnvelopeLimit, 5000); a distribution group counts as one. Applied at RCPT "
         "together with the receive connector's limit: the smaller one wins.",
     )
+    # Retry and expiry, Exchange 2013's defaults (Set-TransportService).
+    glitch_retry_count: int = Field(
+        4,
+        ge=0,
+        le=15,
+        description="QueueGlitchRetryCount: quick retries after a transient failure.",
+    )
+    glitch_retry_interval: float = Field(
+        60.0, ge=1, description="QueueGlitchRetryInterval, seconds between the quick retries."
+    )
+    transient_retry_count: int = Field(
+        6, ge=0, le=15, description="TransientFailureRetryCount: retries after the quick ones."
+    )
+    transient_retry_interval: float = Field(
+        300.0, ge=1, description="TransientFailureRetryInterval, seconds."
+    )
+    message_retry_interval: float = Field(
+        900.0,
+        ge=1,
+        description="MessageRetryInterval, seconds between later retries of a message whose "
+        "next hop answered with a temporary failure.",
+    )
+    connection_failure_retry_interval: float = Field(
+        600.0,
+        ge=1,
+        description="OutboundConnectionFailureRetryInterval, seconds between later retries when "
+        "no next-hop server could be reached.",
+    )
+    delay_notification_timeout: float = Field(
+        4 * 3600.0,
+        ge=0,
+        description="DelayNotificationTimeout, seconds after receipt when the sender gets a "
+        "delay DSN (once) if the message is still waiting; 0 turns delay DSNs off.",
+    )
+    message_expiration_timeout: float = Field(
+        2 * 86400.0,
+        ge=60,
+        description="MessageExpirationTimeout, seconds after receipt when delivery is given up "
+        "and the sender gets a non-delivery report (4.4.7).",
+    )
+    poison_threshold: int = Field(
+        2,
+        ge=1,
+        description="PoisonThreshold: a message whose delivery crashed the worker this many times "
+        "goes to the Poison queue and is never retried by itself.",
+    )
+
+
+class DnsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nameservers: list[str] = Field(
+        default_factory=list,
+        description="DNS servers for outbound routing (MX, A, AAAA), as `ip` or `ip:port`; "
+        "empty: the system's (/etc/resolv.conf). Environment: comma-separated.",
+    )
+    timeout: float = Field(5.0, gt=0, description="Seconds for one lookup, retries included.")
+    prefer_ipv6: bool = Field(
+        False, description="Try a next hop's IPv6 addresses before its IPv4 ones."
+    )
+
+    @field_validator("nameservers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
 
 class AuthSettings(BaseModel):
@@ -180,6 +247,7 @@ class Settings(BaseModel):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

@@ -24,7 +24,11 @@ from postwerk.store.blobs import FileBlobStore
 from postwerk.store.records import ReceiveConnector
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
 from postwerk.transport.categorizer import Categorizer
+from postwerk.transport.dns import DnsConfig, Resolver
+from postwerk.transport.outbound import OutboundDelivery
+from postwerk.transport.retry import RetryPolicy
 from postwerk.transport.service import TransportService
+from postwerk.transport.smtp_client import OutboundClient
 
 CONNECTOR_CACHE_SECONDS = 5.0
 
@@ -133,6 +137,7 @@ class AllInOneServer:
     ephemeral_ports: bool = False  # tests: let the kernel pick every port
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
     connector_cache_seconds: float = CONNECTOR_CACHE_SECONDS
+    outbound: OutboundDelivery | None = None  # send connectors' delivery queues
 
     @property
     def ports(self) -> dict[int, int]:
@@ -194,9 +199,13 @@ class AllInOneServer:
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
         self.transport.start()
+        if self.outbound is not None:
+            self.outbound.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        if self.outbound is not None:
+            await self.outbound.stop()
         await self.transport.stop()
         await self.backend.close()
 
@@ -219,5 +228,30 @@ async def build(
         delivery_batch=settings.transport.delivery_batch,
         delivery_workers=settings.transport.delivery_workers,
     )
+    outbound = OutboundDelivery(
+        queue=backend.sql.queue,
+        store=backend.sql.transport,
+        blobs=backend.blobs,
+        directory=lookup,
+        resolver=Resolver(
+            DnsConfig(
+                nameservers=tuple(settings.dns.nameservers),
+                timeout=settings.dns.timeout,
+                prefer_ipv6=settings.dns.prefer_ipv6,
+            ),
+            local_names=(settings.server.hostname,),
+        ),
+        client=OutboundClient(),
+        policy=RetryPolicy.from_settings(settings.transport),
+        server_hostname=settings.server.hostname,
+        submit_dsn=lambda data, rcpt: _submit_dsn(transport, data, rcpt),
+    )
+    transport.on_routed_out = outbound.wake
     offset = settings.server.port_offset if port_offset is None else port_offset
-    return AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
+    server = AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
+    server.outbound = outbound
+    return server
+
+
+async def _submit_dsn(transport: TransportService, data: bytes, recipient: str) -> None:
+    await transport.submit(data, "", [recipient])

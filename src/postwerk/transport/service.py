@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
 from postwerk.mime.summary import summarize
 from postwerk.store.api import BlobStore, MailStore, QueueStore, TrackingLog, TransportStore
@@ -35,7 +36,8 @@ from postwerk.store.records import (
 from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
-from postwerk.transport.routing import route
+from postwerk.transport.outbound import dsn_headers
+from postwerk.transport.routing import SMTP_HOP, route
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
 GLITCH_RETRIES = 4
@@ -71,6 +73,8 @@ class TransportService:
     deliver_at_receipt: bool = True
     # How often the queue is scanned for retries, recovery and routing changes.
     poll_seconds: float = IDLE_POLL_SECONDS
+    # Called when recipients were queued for a send connector (wakes its delivery queues).
+    on_routed_out: Callable[[], None] | None = None
     delivery_batch: int = 64
     delivery_workers: int = 4
     on_delivered: Callable[[Sequence[int]], None] | None = None
@@ -101,6 +105,7 @@ class TransportService:
         internet_message_id: str,
         subject: str,
         data: bytes | None = None,
+        source: str = "SMTP",
     ) -> None:
         """Categorize and commit; `data` (the blob's bytes, when small) spares a read-back."""
         now = time.time()
@@ -111,7 +116,7 @@ class TransportService:
             sender=envelope.sender,
             size=size,
             received=now,
-            source="SMTP",
+            source=source,
             connector=info.connector,
             client_ip=info.client_ip,
             server_ip=info.server_ip,
@@ -176,7 +181,7 @@ class TransportService:
                 related_recipient=related,
             )
 
-        events = [event("RECEIVE", "SMTP", envelope.recipients)]
+        events = [event("RECEIVE", source, envelope.recipients)]
         for original, primary in cat.resolved:
             events.append(event("RESOLVE", "ROUTING", (primary,), related=original))
         for group, members in cat.expanded:
@@ -214,6 +219,13 @@ class TransportService:
             "queued", queue_id=queue_id, session_id=info.session_id, recipients=len(rows), size=size
         )
         self._wake.set()
+        self._routed_out(rows)
+
+    def _routed_out(self, rows: Sequence[QueuedRecipient]) -> None:
+        if self.on_routed_out is not None and any(
+            r.status == RecipientStatus.READY and r.next_hop.startswith(SMTP_HOP) for r in rows
+        ):
+            self.on_routed_out()
 
     async def _accept_and_deliver(
         self,
@@ -254,6 +266,7 @@ class TransportService:
         except Exception:
             self.log.warning("deliver_at_receipt_failed", queue_id=message.id, exc_info=True)
             return False
+        self._routed_out(rows)
         self.log.info(
             "delivered_at_receipt",
             queue_id=message.id,
@@ -282,6 +295,42 @@ class TransportService:
     def _notify(self, delivered: Sequence[QueuedRecipient]) -> None:
         if delivered and self.on_delivered is not None:
             self.on_delivered(sorted({int(r.next_hop[len(MAILBOX_HOP) :]) for r in delivered}))
+
+    async def submit(
+        self, data: bytes, sender: str, recipients: Sequence[str], source: str = "DSN"
+    ) -> str:
+        """Queue a message this server wrote itself (a DSN): categorized, routed and
+        delivered like received mail. Returns its queue id."""
+        writer = self.blobs.writer()
+        try:
+            await writer.write(data)
+            blob_id = await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        queue_id = new_id()
+        info = ReceiveInfo(
+            session_id="",
+            connector=source,
+            client_ip="",
+            client_helo=self.server_hostname,
+            server_ip=self.server_ip,
+            server_hostname=self.server_hostname,
+            protocol="local",
+        )
+        message_id, subject = dsn_headers(data)
+        await self.enqueue(
+            queue_id,
+            blob_id,
+            len(data),
+            Envelope(sender, tuple(recipients)),
+            info,
+            message_id,
+            subject,
+            data if len(data) <= HANDOFF_MAX_BYTES else None,
+            source=source,
+        )
+        return queue_id
 
     def log_rejection(self, intake: MessageIntake, reply: Reply) -> None:
         self.log.info(
@@ -421,6 +470,7 @@ class TransportService:
                 )
         if updates:
             await self.store.commit(TransportCommit(update=tuple(updates), events=tuple(events)))
+            self._routed_out(updates)
         return len(updates)
 
     async def _start_batch(self, batch: list[QueuedRecipient], known: dict[str, _Handoff]) -> None:

@@ -1,0 +1,479 @@
+"""Delivery queues for send connectors: next hop, SMTP, retries, expiry, NDRs.
+
+Every READY recipient whose next hop is `smtp:…` belongs to the delivery queue of
+that next hop. The loop below takes due recipients, works on up to `max_hops`
+queues at once (one worker per queue, messages in order, over reused
+connections), and for each message:
+
+1. finds its send connector (gone: the transport's reroute pass moves its mail);
+2. resolves the destination: smart hosts by name, or the domain's MX (`dns.py`);
+3. sends it with `smtp_client.py`;
+4. commits the outcome per recipient in one transaction (`TransportCommit`):
+   delivered → SEND event; permanent failure → FAILED, FAIL event, NDR;
+   temporary failure → next attempt by `retry.py` (DEFER event), a delay DSN once
+   past the delay-notification timeout, and past expiry FAILED with 4.4.7 and an
+   NDR. A message with nothing left pending leaves the queue; its file goes too
+   unless a local mailbox holds it.
+
+DSNs are new messages from the null sender, handed to `submit_dsn`, which puts
+them through the transport like any other message (so an NDR to a local sender
+lands in their Inbox, one to a remote sender takes a send connector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+import structlog
+
+from postwerk.core.ids import new_id
+from postwerk.directory.cache import RecipientLookup
+from postwerk.store.api import BlobStore, QueueStore, TransportStore
+from postwerk.store.records import (
+    QueuedMessage,
+    QueuedRecipient,
+    RecipientStatus,
+    SendConnector,
+    TrackingEvent,
+    TransportCommit,
+)
+from postwerk.transport.dns import DnsFailure, Resolver
+from postwerk.transport.dsn import (
+    DsnKind,
+    DsnRequest,
+    RecipientReport,
+    build_dsn,
+    dsn_allowed,
+    notify_wanted,
+)
+from postwerk.transport.intake import decode_text
+from postwerk.transport.retry import FailureKind, RetryPolicy
+from postwerk.transport.routing import SMTP_HOP, parse_smart_host, parse_smtp_hop
+from postwerk.transport.smtp_client import (
+    Destination,
+    OutboundClient,
+    OutboundMessage,
+    RecipientResult,
+    SendResult,
+    TlsPolicy,
+)
+
+FINAL = (RecipientStatus.DELIVERED, RecipientStatus.FAILED)
+SubmitDsn = Callable[[bytes, str], Awaitable[None]]  # (DSN message, recipient)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one attempt did to one recipient."""
+
+    row: QueuedRecipient  # the updated queue row
+    event: str  # SEND, DEFER, FAIL
+    reply: str  # for tracking and DSNs
+    dsn: DsnKind | None = None  # a DSN to send about it
+
+
+@dataclass
+class OutboundDelivery:
+    queue: QueueStore
+    store: TransportStore
+    blobs: BlobStore
+    directory: RecipientLookup
+    resolver: Resolver
+    client: OutboundClient
+    policy: RetryPolicy
+    server_hostname: str
+    submit_dsn: SubmitDsn
+    poll_seconds: float = 5.0
+    max_hops: int = 10
+    batch: int = 500
+    ssl_context: ssl.SSLContext | None = None  # trust store for verified connectors
+    log: Any = field(default_factory=lambda: structlog.get_logger("postwerk.outbound"))
+
+    def __post_init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(self.max_hops)
+        self._stopping = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbound-delivery")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        # A message in the middle of its SMTP transaction is not acknowledged by us
+        # yet; cancelling leaves it READY, and the next start sends it again.
+        for task in list(self._active.values()):
+            task.cancel()
+        if self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+        await self.client.close()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._dispatch()
+            except Exception:
+                self.log.exception("outbound_scan_failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def _dispatch(self) -> None:
+        due = await self.queue.due(time.time(), limit=self.batch, next_hop_prefix=SMTP_HOP)
+        by_hop: dict[str, list[QueuedRecipient]] = {}
+        for r in due:
+            if r.next_hop not in self._active:
+                by_hop.setdefault(r.next_hop, []).append(r)
+        for hop, rows in by_hop.items():
+            await self._slots.acquire()
+            task = asyncio.create_task(self._work_hop(hop, rows), name=f"queue {hop}")
+            self._active[hop] = task
+            task.add_done_callback(functools.partial(self._hop_done, hop))
+
+    def _hop_done(self, hop: str, _task: asyncio.Task[None]) -> None:
+        self._active.pop(hop, None)
+        self._slots.release()
+        self._wake.set()  # its queue may hold more due mail
+
+    # ---------------------------------------------------------------- one queue
+
+    async def _work_hop(self, hop: str, rows: list[QueuedRecipient]) -> None:
+        by_message: dict[str, list[QueuedRecipient]] = {}
+        for r in rows:
+            by_message.setdefault(r.message_id, []).append(r)
+        for message_id, recipients in by_message.items():
+            try:
+                await self._deliver_message(hop, message_id, recipients)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Contained: the recipients keep their state and come back at the next
+                # scan (poison handling arrives with the queue viewer).
+                self.log.exception("outbound_message_failed", queue_id=message_id, next_hop=hop)
+
+    async def _deliver_message(
+        self, hop: str, message_id: str, rows: list[QueuedRecipient]
+    ) -> None:
+        message = await self.queue.get_message(message_id)
+        if message is None:
+            return
+        name, domain = parse_smtp_hop(hop)
+        connectors = {c.name: c for c in await self.directory.list_send_connectors()}
+        connector = connectors.get(name)
+        if connector is None or not connector.enabled:
+            return  # routing changed; the transport's reroute pass moves these rows
+        now = time.time()
+        log = self.log.bind(queue_id=message.id, next_hop=hop)
+        if message.size > connector.max_message_size:
+            outcomes = [
+                self._failed(r, "5.3.4", f"552 5.3.4 message size exceeds {name}'s limit", now)
+                for r in rows
+            ]
+            await self._finish(message, outcomes, None, now)
+            return
+        destination = await self._destination(connector, domain, hop)
+        if isinstance(destination, DnsFailure):
+            reply = f"{'550' if destination.permanent else '451'} {destination.status} "
+            reply += destination.reason
+            if destination.permanent:
+                outcomes = [self._failed(r, destination.status, reply, now) for r in rows]
+            else:
+                outcomes = [
+                    self._deferred(message, r, reply, FailureKind.TRANSIENT, now) for r in rows
+                ]
+            log.info("next_hop_unresolved", permanent=destination.permanent, reason=reply)
+            await self._finish(message, outcomes, None, now)
+            return
+        data = await self.blobs.read(message.blob_id)
+        outbound = OutboundMessage(
+            sender=message.sender,
+            recipients=tuple((r.address, _rcpt_params(r)) for r in rows),
+            data=data,
+            mail_params=_mail_params(message),
+            needs_smtputf8=bool(message.params.get("smtputf8")),
+            eight_bit=str(message.params.get("body", "")).upper() == "8BITMIME",
+        )
+        result = await self.client.send(destination, outbound)
+        by_address = {res.address: res for res in result.recipients}
+        outcomes = []
+        for r in rows:
+            res = by_address.get(r.address)
+            if res is None:  # the client always answers for each; be safe anyway
+                outcomes.append(
+                    self._deferred(message, r, "451 4.4.0 no result", FailureKind.TRANSIENT, now)
+                )
+            elif res.delivered:
+                outcomes.append(self._delivered(r, res, now))
+            elif res.permanent:
+                outcomes.append(self._failed(r, res.status, res.reply, now))
+            else:
+                kind = FailureKind.CONNECTION if result.connection_error else FailureKind.TRANSIENT
+                outcomes.append(self._deferred(message, r, res.reply, kind, now))
+        log.info(
+            "sent" if result.all_delivered else "send_attempted",
+            remote_host=result.remote_host,
+            remote_ip=result.remote_ip,
+            tls=result.tls,
+            delivered=sum(1 for o in outcomes if o.event == "SEND"),
+            failed=sum(1 for o in outcomes if o.event == "FAIL"),
+            deferred=sum(1 for o in outcomes if o.event == "DEFER"),
+            error=result.connection_error,
+        )
+        await self._finish(message, outcomes, result, now, data)
+
+    async def _destination(
+        self, connector: SendConnector, domain: str | None, hop: str
+    ) -> Destination | DnsFailure:
+        hosts: list[tuple[str, str]] = []
+        port = connector.port
+        if connector.smart_hosts:
+            for text in connector.smart_hosts:
+                host, host_port = parse_smart_host(text)
+                if host_port is not None:
+                    port = host_port  # one port per connector: the last one given wins
+                found = await self.resolver.resolve_host(host)
+                if isinstance(found, DnsFailure):
+                    continue
+                hosts.extend((host, address) for address in found)
+            if not hosts:
+                return DnsFailure(False, "4.4.3", f"no smart host of {connector.name} resolved")
+        else:
+            assert domain is not None
+            hops = await self.resolver.resolve_mx(domain)
+            if isinstance(hops, DnsFailure):
+                return hops
+            hosts = [(h.name, a) for h in hops.hosts for a in h.addresses]
+        auth = None
+        if connector.auth_user is not None and connector.auth_password is not None:
+            auth = (connector.auth_user, connector.auth_password)
+        return Destination(
+            hosts=hosts,
+            helo_name=connector.fqdn or self.server_hostname,
+            port=port,
+            tls=TlsPolicy(connector.tls),
+            verify_certificates=connector.verify_certificates,
+            ssl_context=self.ssl_context,
+            auth=auth,
+            next_hop=hop,
+        )
+
+    # ---------------------------------------------------------------- outcomes
+
+    def _delivered(self, r: QueuedRecipient, res: RecipientResult, now: float) -> _Outcome:
+        row = replace(r, status=RecipientStatus.DELIVERED, last_error="", next_attempt=now)
+        return _Outcome(row, "SEND", res.reply)
+
+    def _failed(self, r: QueuedRecipient, status: str, reply: str, now: float) -> _Outcome:
+        row = replace(r, status=RecipientStatus.FAILED, attempts=r.attempts + 1, last_error=reply)
+        return _Outcome(row, "FAIL", reply, DsnKind.FAILED)
+
+    def _deferred(
+        self,
+        message: QueuedMessage,
+        r: QueuedRecipient,
+        reply: str,
+        kind: FailureKind,
+        now: float,
+    ) -> _Outcome:
+        attempts = r.attempts + 1
+        when = self.policy.next_attempt(attempts, kind, message.received, now)
+        if when is None:
+            expired = f"550 4.4.7 message expired after repeated failures; last error: {reply}"
+            row = replace(r, status=RecipientStatus.FAILED, attempts=attempts, last_error=expired)
+            return _Outcome(row, "FAIL", expired, DsnKind.FAILED)
+        params = dict(r.params)
+        dsn = None
+        if self.policy.delay_due(message.received, now) and not params.get("delay_notified"):
+            params["delay_notified"] = True
+            dsn = DsnKind.DELAYED
+        row = replace(r, attempts=attempts, last_error=reply, next_attempt=when, params=params)
+        return _Outcome(row, "DEFER", reply, dsn)
+
+    async def _finish(
+        self,
+        message: QueuedMessage,
+        outcomes: Sequence[_Outcome],
+        result: SendResult | None,
+        now: float,
+        data: bytes | None = None,
+    ) -> None:
+        done = {o.row.address: o.row for o in outcomes}
+        everyone = [done.get(r.address, r) for r in await self.queue.recipients(message.id)]
+        finished = all(r.status in FINAL for r in everyone)
+        events = [self._event(message, o, result, now) for o in outcomes]
+        dsns = [o for o in outcomes if o.dsn is not None and _wants(o)]
+        if dsns:
+            if data is None:
+                data = await self.blobs.read(message.blob_id)
+            if not dsn_allowed(message.sender, data):
+                dsns = []
+        if dsns:
+            events.append(self._dsn_event(message, dsns, now))
+        change = TransportCommit(
+            update=() if finished else tuple(o.row for o in outcomes),
+            remove=(message.id,) if finished else (),
+            events=tuple(events),
+        )
+        await self.store.commit(change)
+        if dsns:
+            assert data is not None
+            await self._send_dsns(message, dsns, data, result, now)
+        if finished and not any(r.next_hop.startswith("mailbox:") for r in everyone):
+            # No Inbox refers to the file: it was only ever for the queue.
+            await self.blobs.delete(message.blob_id)
+
+    async def _send_dsns(
+        self,
+        message: QueuedMessage,
+        outcomes: Sequence[_Outcome],
+        data: bytes,
+        result: SendResult | None,
+        now: float,
+    ) -> None:
+        remote = result.remote_host if result is not None else None
+        by_kind: dict[DsnKind, list[RecipientReport]] = {}
+        for o in outcomes:
+            assert o.dsn is not None
+            orcpt = o.row.params.get("orcpt")
+            by_kind.setdefault(o.dsn, []).append(
+                RecipientReport(
+                    final_recipient=o.row.address,
+                    action=o.dsn,
+                    status=_status_of(o.reply, o.dsn),
+                    original_recipient=str(orcpt) if orcpt else None,
+                    diagnostic=o.reply,
+                    remote_mta=remote,
+                    last_attempt=now,
+                    will_retry_until=(
+                        message.received + self.policy.expiration
+                        if o.dsn == DsnKind.DELAYED
+                        else None
+                    ),
+                )
+            )
+        for kind, reports in by_kind.items():
+            request = DsnRequest(
+                reporting_mta=self.server_hostname,
+                original_sender=message.sender,
+                arrival_date=message.received,
+                recipients=tuple(reports),
+                original_message=data,
+                subject=message.subject,
+                original_message_id=message.internet_message_id or None,
+                original_envelope_id=_str_or_none(message.params.get("envid")),
+                ret=_str_or_none(message.params.get("ret")),
+            )
+            dsn = build_dsn(request, now=now, message_id=f"<{new_id()}@{self.server_hostname}>")
+            try:
+                await self.submit_dsn(dsn, message.sender)
+            except Exception:
+                self.log.exception("dsn_submit_failed", queue_id=message.id, kind=kind.value)
+
+    # ---------------------------------------------------------------- tracking
+
+    def _event(
+        self, message: QueuedMessage, o: _Outcome, result: SendResult | None, now: float
+    ) -> TrackingEvent:
+        return TrackingEvent(
+            timestamp=now,
+            event_id=o.event,
+            source="SMTP",
+            message_id=message.id,
+            internet_message_id=message.internet_message_id,
+            sender=message.sender,
+            return_path=message.sender,
+            recipients=(o.row.address,),
+            recipient_status=o.reply,
+            connector=parse_smtp_hop(o.row.next_hop)[0],
+            client_ip=result.remote_ip or "" if result is not None else "",
+            server_ip="",
+            server_hostname=(result.remote_host or "") if result is not None else "",
+            total_bytes=message.size,
+            subject=message.subject,
+        )
+
+    def _dsn_event(
+        self, message: QueuedMessage, outcomes: Sequence[_Outcome], now: float
+    ) -> TrackingEvent:
+        kinds = sorted({o.dsn.value for o in outcomes if o.dsn is not None})
+        return TrackingEvent(
+            timestamp=now,
+            event_id="DSN",
+            source="DSN",
+            message_id=message.id,
+            internet_message_id=message.internet_message_id,
+            sender=message.sender,
+            return_path=message.sender,
+            recipients=tuple(o.row.address for o in outcomes),
+            recipient_status=",".join(kinds),
+            server_hostname=self.server_hostname,
+            total_bytes=message.size,
+            subject=message.subject,
+        )
+
+
+def _wants(o: _Outcome) -> bool:
+    notify = o.row.params.get("notify")
+    assert o.dsn is not None
+    return notify_wanted(list(notify) if notify else None, o.dsn)
+
+
+def _rcpt_params(r: QueuedRecipient) -> dict[str, str]:
+    params: dict[str, str] = {}
+    notify = r.params.get("notify")
+    if notify:
+        params["NOTIFY"] = ",".join(str(n).upper() for n in notify)
+    orcpt = r.params.get("orcpt")
+    if orcpt:
+        params["ORCPT"] = str(orcpt)
+    return params
+
+
+def _mail_params(message: QueuedMessage) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if message.params.get("ret"):
+        params["RET"] = str(message.params["ret"]).upper()
+    if message.params.get("envid"):
+        params["ENVID"] = str(message.params["envid"])
+    return params
+
+
+def _status_of(reply: str, kind: DsnKind) -> str:
+    parts = reply.split()
+    if len(parts) > 1 and parts[1][:1].isdigit() and parts[1].count(".") == 2:
+        return parts[1]
+    return "4.0.0" if kind == DsnKind.DELAYED else "5.0.0"
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None
+
+
+def dsn_headers(data: bytes) -> tuple[str, str]:
+    """(Message-ID, decoded Subject) of a message we wrote, for the queue and tracking."""
+    head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    headers = BytesHeaderParser(policy=compat32).parsebytes(head)
+    return (headers.get("Message-ID") or "").strip(), decode_text(headers.get("Subject"))

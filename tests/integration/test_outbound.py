@@ -1,0 +1,241 @@
+"""Outbound mail end to end: a postwerk server, a local DNS server and SMTP sinks on
+127.0.0.x. Submissions to external addresses leave through a send connector (MX or
+smart host), failures are retried or bounced with an NDR the sender receives."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from postwerk.transport.dns import Resolver
+from postwerk.transport.retry import RetryPolicy
+from tests import dnsserver
+from tests.conftest import DOMAIN, RunningServer, cli
+from tests.integration.test_smtp_submission import message, submission
+from tests.smtpsink import SmtpSink
+
+local_dns = dnsserver.local_dns
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def outbound(org: RunningServer, local_dns: dnsserver.LocalDns) -> Iterator[RunningServer]:
+    """The org server, its DNS pointed at the test's own server, short retries."""
+    assert org.server.outbound is not None
+    org.server.outbound.resolver = Resolver(local_dns.config(timeout=1.0))
+    org.server.outbound.poll_seconds = 0.1
+    org.server.transport.poll_seconds = 0.1
+    yield org
+
+
+def queue_rows(org: RunningServer) -> dict[str, tuple[str, int, str]]:
+    async def rows() -> dict[str, tuple[str, int, str]]:
+        q = org.server.backend.sql.queue
+        out = {}
+        for m in await q.list_messages():
+            for r in await q.recipients(m.id):
+                out[r.address] = (r.status.value, r.attempts, r.last_error)
+        return out
+
+    return org.call(rows())
+
+
+def events(org: RunningServer, recipient: str) -> list[str]:
+    async def search() -> list[str]:
+        found = await org.server.backend.sql.tracking.search(recipient=recipient)
+        return [e.event_id for e in found]
+
+    return org.call(search())
+
+
+def test_mx_delivery_through_a_send_connector(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    org = outbound
+    with SmtpSink("127.0.0.2") as sink:
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.2")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+        with submission(org) as s:
+            s.send_message(
+                message(f"alice@{DOMAIN}", "friend@remote.test, bob@" + DOMAIN, "hello out"),
+                to_addrs=["friend@remote.test", f"bob@{DOMAIN}"],
+            )
+        wait_for(lambda: len(sink.messages) == 1)
+        got = sink.messages[0]
+        assert got.mail_from == f"alice@{DOMAIN}"
+        assert got.rcpt_tos == ["friend@remote.test"]
+        assert b"Subject: hello out" in got.data
+        wait_for(lambda: queue_rows(org) == {})  # gone from the queue once sent
+        assert "SEND" in events(org, "friend@remote.test")
+        assert len(org.inbox(f"bob@{DOMAIN}")) == 1  # the local copy, as before
+
+
+def test_smart_host_with_auth_over_tls(outbound: RunningServer) -> None:
+    org = outbound
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("relay.isp.test")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    assert org.server.outbound is not None
+    org.server.outbound.ssl_context = client_ctx
+    with SmtpSink(
+        "127.0.0.3", tls_context=server_ctx, auth_users={"relay-user": "relay-pw"}
+    ) as sink:
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "ISP",
+            "--address-spaces", "*", "--smart-hosts", f"[127.0.0.3]:{sink.port}",
+            "--tls", "required", "--auth-user", "relay-user", "--auth-password-stdin",
+            input="relay-pw\n",
+        )  # fmt: skip
+        with submission(org) as s:
+            s.send_message(
+                message(f"alice@{DOMAIN}", "someone@far.test", "via relay"),
+                to_addrs=["someone@far.test"],
+            )
+        wait_for(lambda: len(sink.messages) == 1)
+        assert sink.messages[0].tls and sink.messages[0].auth_user == "relay-user"
+        wait_for(lambda: queue_rows(org) == {})
+
+
+def test_permanent_failure_bounces_to_the_sender(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    org = outbound
+    with SmtpSink("127.0.0.4") as sink:
+        sink.handler.rcpt_replies["nobody@remote.test"] = "550 5.1.1 No such user here"
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.4")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+        with submission(org) as s:
+            s.send_message(
+                message(f"alice@{DOMAIN}", "nobody@remote.test", "will bounce"),
+                to_addrs=["nobody@remote.test"],
+            )
+        ndrs = org.wait_inbox(f"alice@{DOMAIN}", 1)
+        assert len(ndrs) == 1
+        ndr = email.message_from_bytes(org.read_item(ndrs[0]), policy=email.policy.default)
+        assert ndr["Subject"] == "Undeliverable: will bounce"
+        assert ndr.get_content_type() == "multipart/report"
+        assert ndr.get_param("report-type") == "delivery-status"
+        status = next(p for p in ndr.walk() if p.get_content_type() == "message/delivery-status")
+        text = status.as_string()
+        assert "Final-Recipient: rfc822;nobody@remote.test" in text
+        assert "Action: failed" in text
+        assert "Status: 5.1.1" in text
+        assert "No such user here" in text
+        assert org.read_item(ndrs[0]).startswith(b"Return-Path: <>\r\n")
+        assert sink.messages == []  # DATA never sent: the only recipient was refused
+        wait_for(lambda: queue_rows(org) == {})
+        assert {"FAIL", "DSN"} <= set(events(org, "nobody@remote.test"))
+
+
+def test_null_mx_fails_at_once(outbound: RunningServer, local_dns: dnsserver.LocalDns) -> None:
+    org = outbound
+    local_dns.add("nomail.test", "MX", "0 .")
+    cli(org.data_dir, "connector", "send", "new", "Internet", "--address-spaces", "*")
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", "x@nomail.test", "null mx"), to_addrs=["x@nomail.test"]
+        )
+    ndrs = org.wait_inbox(f"alice@{DOMAIN}", 1)
+    assert b"Status: 5.1.10" in org.read_item(ndrs[0])
+
+
+def test_transient_failure_is_retried_then_delivered(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    org = outbound
+    assert org.server.outbound is not None
+    org.server.outbound.policy = RetryPolicy(glitch_interval=0.2)
+    with SmtpSink("127.0.0.5") as sink:
+        sink.handler.data_replies = ["451 4.3.0 try again later"]
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.5")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+        with submission(org) as s:
+            s.send_message(
+                message(f"alice@{DOMAIN}", "friend@remote.test", "second time lucky"),
+                to_addrs=["friend@remote.test"],
+            )
+        wait_for(lambda: len(sink.messages) == 1)  # refused once (451), then accepted
+        assert sink.handler.data_replies == []  # the scripted 451 was used up
+        wait_for(lambda: queue_rows(org) == {})
+        assert events(org, "friend@remote.test").count("DEFER") == 1
+        assert "SEND" in events(org, "friend@remote.test")
+        assert org.inbox(f"alice@{DOMAIN}") == []  # no NDR, no delay DSN
+
+
+def test_expiry_bounces_with_4_4_7(outbound: RunningServer) -> None:
+    org = outbound
+    assert org.server.outbound is not None
+    # Nobody listens at the smart host: connection failures until the message expires.
+    org.server.outbound.policy = RetryPolicy(glitch_interval=0.1, expiration=1.0)
+    cli(
+        org.data_dir,
+        "connector", "send", "new", "Dead",
+        "--address-spaces", "*", "--smart-hosts", "[127.0.0.6]:9",
+    )  # fmt: skip
+    with submission(org) as s:
+        s.send_message(
+            message(f"alice@{DOMAIN}", "friend@gone.test", "never arrives"),
+            to_addrs=["friend@gone.test"],
+        )
+    ndrs = org.wait_inbox(f"alice@{DOMAIN}", 1, timeout=20)
+    data = org.read_item(ndrs[0])
+    assert b"Status: 4.4.7" in data
+    assert b"Subject: Undeliverable: never arrives" in data
+
+
+def test_no_bounce_for_a_bounce(outbound: RunningServer, local_dns: dnsserver.LocalDns) -> None:
+    """A message from the null sender that fails is dropped after FAIL, never bounced."""
+    org = outbound
+    with SmtpSink("127.0.0.7") as sink:
+        sink.handler.rcpt_replies["nobody@remote.test"] = "550 5.1.1 No such user"
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.7")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+
+        async def inject() -> str:
+            return await org.server.transport.submit(
+                b"From: <>\r\nSubject: a bounce\r\n\r\nbody\r\n", "", ["nobody@remote.test"]
+            )
+
+        org.call(inject())
+        wait_for(lambda: queue_rows(org) == {})
+        assert "FAIL" in events(org, "nobody@remote.test")
+        assert "DSN" not in events(org, "nobody@remote.test")
