@@ -93,6 +93,7 @@ class OutboundDelivery:
     submit_dsn: SubmitDsn
     poll_seconds: float = 5.0
     max_hops: int = 10
+    per_hop_connections: int = 20  # messages of one next hop in flight at once
     batch: int = 500
     ssl_context: ssl.SSLContext | None = None  # trust store for verified connectors
     log: Any = field(default_factory=lambda: structlog.get_logger("postwerk.outbound"))
@@ -164,15 +165,22 @@ class OutboundDelivery:
         by_message: dict[str, list[QueuedRecipient]] = {}
         for r in rows:
             by_message.setdefault(r.message_id, []).append(r)
-        for message_id, recipients in by_message.items():
-            try:
-                await self._deliver_message(hop, message_id, recipients)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Contained: the recipients keep their state and come back at the next
-                # scan (poison handling arrives with the queue viewer).
-                self.log.exception("outbound_message_failed", queue_id=message_id, next_hop=hop)
+        # Several messages of one queue go out at once, each on its own connection
+        # (Exchange: up to 20 per destination); the client's pool bounds it too.
+        slots = asyncio.Semaphore(self.per_hop_connections)
+
+        async def one(message_id: str, recipients: list[QueuedRecipient]) -> None:
+            async with slots:
+                try:
+                    await self._deliver_message(hop, message_id, recipients)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Contained: the recipients keep their state and come back at the
+                    # next scan (poison handling arrives with the queue viewer).
+                    self.log.exception("outbound_message_failed", queue_id=message_id, next_hop=hop)
+
+        await asyncio.gather(*(one(m, rs) for m, rs in by_message.items()))
 
     async def _deliver_message(
         self, hop: str, message_id: str, rows: list[QueuedRecipient]
