@@ -904,7 +904,7 @@ def connector_receive_set(
 
 @main.group()
 def queue() -> None:
-    """The queue viewer (Get-Queue, Get-Message)."""
+    """The queue viewer (Get-Queue, Get-Message, Suspend/Resume/Remove-Message, Retry-Queue)."""
 
 
 @queue.command("list")
@@ -939,30 +939,13 @@ def queue_list(data_dir: Path, as_json: bool) -> None:
 def queue_messages(data_dir: Path, as_json: bool) -> None:
     """List queued messages with per-recipient status."""
 
+    from postwerk.cli.queue_actions import message_json
+
     async def collect(c: _Ctx) -> list[dict[str, Any]]:
-        out = []
-        for m in await c.backend.sql.queue.list_messages():
-            rcpts = await c.backend.sql.queue.recipients(m.id)
-            out.append(
-                {
-                    "id": m.id,
-                    "sender": m.sender,
-                    "subject": m.subject,
-                    "size": m.size,
-                    "received": m.received,
-                    "internet_message_id": m.internet_message_id,
-                    "recipients": [
-                        {
-                            "address": r.address,
-                            "status": r.status.value,
-                            "next_hop": r.next_hop,
-                            "last_error": r.last_error,
-                        }
-                        for r in rcpts
-                    ],
-                }
-            )
-        return out
+        return [
+            message_json(m, await c.backend.sql.queue.recipients(m.id))
+            for m in await c.backend.sql.queue.list_messages()
+        ]
 
     rows = _run(_with_backend(data_dir, collect))
     if as_json:
@@ -1085,9 +1068,14 @@ def config_show(data_dir: Path) -> None:
 
 # Verb groups kept in their own modules; they use this module's helpers, so they are
 # imported and attached last.
+from postwerk.cli import queue_actions  # noqa: E402, F401  (registers on `queue`)
 from postwerk.cli.send_connectors import connector_send  # noqa: E402
 
 connector.add_command(connector_send)
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's group, which the verb modules above registered on
+    # (under `python -m`, this file is a second module named __main__).
+    from postwerk.cli.main import main as registered_main
+
+    registered_main()

@@ -11,6 +11,7 @@ lives in the directory database, not here.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,57 @@ class LoggingSettings(BaseModel):
     format: str = Field("json", description="`json` (one object per line) or `console`.")
 
 
+class AgentSettings(BaseModel):
+    """Transport agents, called in the order listed (docs/agents.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: list[str] = Field(
+        default_factory=list,
+        description="Agents to load, as `package.module:ClassName`, highest priority first; "
+        "imported at start (nothing is discovered by name). Built in: "
+        "`postwerk.transport.agents_builtin:AddressRewriteAgent`, "
+        "`postwerk.transport.agents_builtin:AttachmentFilterAgent`. Environment: comma-separated.",
+    )
+    timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds one agent may take for one event; past it the agent is logged "
+        "and the message goes on as if it had said continue.",
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options by agent class name, e.g. `[agents.options.AddressRewriteAgent]` "
+        'with `recipients = { "old.example" = "new.example" }`. Environment: a JSON object.',
+    )
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("enabled")
+    @classmethod
+    def _module_colon_class(cls, value: list[str]) -> list[str]:
+        for path in value:
+            module, colon, name = path.partition(":")
+            if not colon or not module or not name.isidentifier():
+                raise ValueError(f"{path!r} is not 'package.module:ClassName'")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_json(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from exc
+        return value
+
+
 class Settings(BaseModel):
     """Everything `postwerk.toml` may hold."""
 
@@ -250,6 +302,7 @@ class Settings(BaseModel):
     dns: DnsSettings = Field(default_factory=DnsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
 
 class ConfigError(Exception):
@@ -296,6 +349,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        items = ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
@@ -309,7 +365,10 @@ def render_toml(settings: Settings) -> str:
         for name, field in type(section).model_fields.items():
             if field.description:
                 lines.append(f"# {field.description}")
-            lines.append(f"{name} = {_toml_value(getattr(section, name))}")
+            value = getattr(section, name)
+            # An empty inline table would forbid the `[section.name.X]` tables that fill it.
+            prefix = "# " if isinstance(value, dict) and not value else ""
+            lines.append(f"{prefix}{name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from postwerk.services.tls import server_context
 from postwerk.store.blobs import FileBlobStore
 from postwerk.store.records import ReceiveConnector
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
+from postwerk.transport.agents import AgentLoadError, load_agents
 from postwerk.transport.categorizer import Categorizer
 from postwerk.transport.dns import DnsConfig, Resolver
 from postwerk.transport.outbound import OutboundDelivery
@@ -175,6 +176,7 @@ class AllInOneServer:
             max_hop_count=settings.transport.max_hop_count,
             max_recipients_per_message=settings.transport.max_recipients_per_message,
             tarpit_override=self.tarpit_override,
+            agents=self.transport.agents,
         )
         ports = sorted(
             {binding_port(b) for c in connectors if c.bound and c.enabled for b in c.bindings}
@@ -210,13 +212,13 @@ class AllInOneServer:
         await self.backend.close()
 
 
-async def build(
-    settings: Settings, data_dir: Path, port_offset: int | None = None
-) -> AllInOneServer:
-    backend = await open_backend(settings, data_dir)
-    directory = directory_for(backend, settings)
-    lookup = DirectoryCache(backend.sql.directory)
-    transport = TransportService(
+def transport_for(
+    backend: Backend, settings: Settings, lookup: DirectoryCache | None = None
+) -> TransportService:
+    """The transport service over `backend`; admin tools use it (not started) to queue
+    messages they write themselves, such as the NDR of a removed message."""
+    lookup = lookup or DirectoryCache(backend.sql.directory)
+    return TransportService(
         blobs=backend.blobs,
         queue=backend.sql.queue,
         tracking=backend.sql.tracking,
@@ -228,6 +230,21 @@ async def build(
         delivery_batch=settings.transport.delivery_batch,
         delivery_workers=settings.transport.delivery_workers,
     )
+
+
+async def build(
+    settings: Settings, data_dir: Path, port_offset: int | None = None
+) -> AllInOneServer:
+    backend = await open_backend(settings, data_dir)
+    directory = directory_for(backend, settings)
+    lookup = DirectoryCache(backend.sql.directory)
+    transport = transport_for(backend, settings, lookup)
+    try:
+        # Explicitly imported `module:Class` paths from [agents]; None when there are none.
+        transport.agents = load_agents(settings.agents)
+    except AgentLoadError:
+        await backend.close()
+        raise
     outbound = OutboundDelivery(
         queue=backend.sql.queue,
         store=backend.sql.transport,
@@ -245,6 +262,7 @@ async def build(
         policy=RetryPolicy.from_settings(settings.transport),
         server_hostname=settings.server.hostname,
         submit_dsn=lambda data, rcpt: _submit_dsn(transport, data, rcpt),
+        poison_threshold=settings.transport.poison_threshold,
     )
     transport.on_routed_out = outbound.wake
     offset = settings.server.port_offset if port_offset is None else port_offset

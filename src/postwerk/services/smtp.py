@@ -55,6 +55,7 @@ from postwerk.protocols.smtp.connection import (
 from postwerk.protocols.smtp.extensions import ehlo_lines
 from postwerk.services.tls import describe
 from postwerk.store.records import DomainType, ReceiveConnector, Recipient, RecipientKind
+from postwerk.transport.agents import AgentRunner, Event, MessageView, SessionView
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
 from postwerk.transport.receive_policy import Rights, offers_auth, offers_starttls, rights_for
@@ -86,6 +87,7 @@ class ReceiveContext:
     max_hop_count: int = 100
     max_recipients_per_message: int = 5000  # organization-wide; the connector's may be lower
     tarpit_override: float | None = None  # tests shorten the AUTH tarpit
+    agents: AgentRunner | None = None  # transport agents; None when none are configured
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.smtp")
     )
@@ -217,8 +219,31 @@ class SmtpSession:
     def rights(self) -> Rights:
         return rights_for(self.connector, self.user is not None)
 
+    def _session_view(self) -> SessionView:
+        return SessionView(
+            session_id=self.session_id,
+            connector=self.connector.name,
+            client_ip=self.peer_ip,
+            server_ip=self.local_ip,
+            helo=self.helo,
+            esmtp=self.esmtp,
+            tls=self.tls_active,
+            tls_info=self.tls_info,
+            auth_user=self.user.primary_address if self.user else None,
+        )
+
     async def run(self) -> None:
         self.log.info("connect")
+        agents = self.ctx.agents
+        if agents and agents.has(Event.CONNECT):
+            outcome = await agents.run(Event.CONNECT, self._session_view())
+            if outcome.reply is not None:
+                # Refused instead of the banner, then closed (Exchange drops the session).
+                self.send(outcome.reply)
+                self._flush()
+                self.channel.close()
+                self.log.info("disconnect", refused_by=outcome.rejected_by)
+                return
         banner = self.connector.banner or (
             f"{self.ctx.hostname} Microsoft ESMTP MAIL Service ready at "
             f"{time.strftime('%a, %d %b %Y %H:%M:%S %z')}"
@@ -338,7 +363,7 @@ class SmtpSession:
             case cmd.Auth():
                 return await self.on_auth(command)
             case cmd.MailFrom():
-                return self.on_mail(command)
+                return await self.on_mail(command)
             case cmd.RcptTo():
                 return await self.on_rcpt(command)
             case cmd.Data():
@@ -374,6 +399,12 @@ class SmtpSession:
         await self._reset()
         self.helo = domain
         self.esmtp = esmtp
+        agents = self.ctx.agents
+        if agents and agents.has(Event.HELO):
+            outcome = await agents.run(Event.HELO, self._session_view())
+            if outcome.reply is not None:
+                self.helo = None  # as if no greeting was given
+                return outcome.reply
         if not esmtp:
             return Reply(250, None, f"{self.ctx.hostname} Hello [{self.peer_ip}]")
         auth = SASL_MECHANISMS if offers_auth(self.connector, self.tls_active) else ()
@@ -509,6 +540,14 @@ class SmtpSession:
         throttle.record_success(self.peer_ip, account)
         self.user = user
         self.user_addresses = frozenset(a.lower() for a in (user.primary_address, *user.aliases))
+        agents = self.ctx.agents
+        if agents and agents.has(Event.AUTH):
+            outcome = await agents.run(Event.AUTH, self._session_view())
+            if outcome.reply is not None:
+                self.user = None
+                self.user_addresses = frozenset()
+                self.log.info("auth_refused_by_agent", account=account, agent=outcome.rejected_by)
+                return outcome.reply
         self.log.info("auth_succeeded", account=account, mailbox=user.primary_address)
         return replies.AUTH_SUCCESSFUL
 
@@ -527,7 +566,7 @@ class SmtpSession:
             await asyncio.sleep(delay)
         return replies.AUTH_FAILED
 
-    def on_mail(self, command: cmd.MailFrom) -> Reply:
+    async def on_mail(self, command: cmd.MailFrom) -> Reply:
         if self.helo is None:
             return replies.HELO_FIRST
         if self.txn is not None:
@@ -545,7 +584,24 @@ class SmtpSession:
         if rights.check_sender and command.address.lower() not in self.user_addresses:
             self.log.info("send_as_denied", sender=command.address)
             return replies.SEND_AS_DENIED
-        self.txn = _Transaction(sender=command.address, params=params)
+        sender = command.address
+        agents = self.ctx.agents
+        if agents and agents.has(Event.MAIL_FROM):
+            # After the send-as check: an agent's rewrite is the server's decision, not
+            # something the client can use to pass the check.
+            outcome = await agents.run(
+                Event.MAIL_FROM,
+                self._session_view(),
+                MessageView(
+                    "", sender, (), size=params.size or 0, mail_params=_mail_params(params)
+                ),
+            )
+            if outcome.reply is not None:
+                return outcome.reply
+            if outcome.sender is not None:
+                self.log.info("sender_rewritten", sender=sender, to=outcome.sender)
+                sender = outcome.sender
+        self.txn = _Transaction(sender=sender, params=params)
         self.conn.smtputf8 = params.smtputf8
         return replies.SENDER_OK
 
@@ -567,6 +623,31 @@ class SmtpSession:
             address = parse_address(path, allow_utf8=txn.params.smtputf8)
         except InvalidName:
             return replies.BAD_ADDRESS_SYNTAX
+        agents = self.ctx.agents
+        if agents and agents.has(Event.RCPT_TO):
+            # Before the directory and relay checks, so that a rewritten address is the one
+            # they check (a rewrite cannot open a relay).
+            outcome = await agents.run(
+                Event.RCPT_TO,
+                self._session_view(),
+                MessageView(
+                    "",
+                    txn.sender,
+                    tuple(txn.recipients),
+                    size=txn.params.size or 0,
+                    mail_params=_mail_params(txn.params),
+                ),
+                str(address),
+            )
+            if outcome.reply is not None:
+                return outcome.reply
+            if outcome.recipients is not None and outcome.recipients[0] != str(address):
+                try:
+                    rewritten = parse_address(outcome.recipients[0], allow_utf8=txn.params.smtputf8)
+                except InvalidName:
+                    return replies.BAD_ADDRESS_SYNTAX
+                self.log.info("recipient_rewritten", recipient=str(address), to=str(rewritten))
+                address = rewritten
         domain = next(
             (d for d in await self.ctx.lookup.list_domains() if d.name == address.domain), None
         )
@@ -622,23 +703,10 @@ class SmtpSession:
             max_header_size=self.connector.max_header_size,
             max_hop_count=self.ctx.max_hop_count,
         )
-        mail_params: dict[str, object] = {}
-        p = txn.params
-        for key, value in (
-            ("body", p.body),
-            ("ret", p.ret),
-            ("envid", p.envid),
-            ("size", p.size),
-            ("auth", p.auth),
-        ):
-            if value is not None:
-                mail_params[key] = value
-        if p.smtputf8:
-            mail_params["smtputf8"] = True
         envelope = Envelope(
             sender=txn.sender,
             recipients=tuple(txn.recipients),
-            mail_params=mail_params,
+            mail_params=_mail_params(txn.params),
             rcpt_params=txn.rcpt_params,
         )
         return self.ctx.transport.begin(envelope, info)
@@ -704,6 +772,23 @@ class SmtpSession:
         if not last:
             return Reply(250, "2.0.0", f"{self._chunk_size} octets received")
         return await self._end_of_data()
+
+
+def _mail_params(p: cmd.MailParams) -> dict[str, object]:
+    """MAIL FROM's parameters as the queue keeps them (SIZE, BODY, SMTPUTF8, RET, ENVID)."""
+    mail_params: dict[str, object] = {}
+    for key, value in (
+        ("body", p.body),
+        ("ret", p.ret),
+        ("envid", p.envid),
+        ("size", p.size),
+        ("auth", p.auth),
+    ):
+        if value is not None:
+            mail_params[key] = value
+    if p.smtputf8:
+        mail_params["smtputf8"] = True
+    return mail_params
 
 
 def rc_basic_auth_offered(connector: ReceiveConnector) -> bool:

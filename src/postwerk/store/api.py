@@ -76,6 +76,8 @@ def address_key(address: str) -> str:
 
 def queue_name(recipient: QueuedRecipient) -> str:
     """The queue a pending recipient sits in, as Exchange's Get-Queue names it."""
+    if recipient.status == RecipientStatus.POISON:
+        return "Poison"
     if recipient.status == RecipientStatus.UNREACHABLE or recipient.next_hop == "unreachable":
         return "Unreachable"
     if recipient.next_hop == "":
@@ -85,8 +87,14 @@ def queue_name(recipient: QueuedRecipient) -> str:
     return recipient.next_hop
 
 
+# Recipients that keep their message in the queue.
 PENDING_STATUSES: frozenset[RecipientStatus] = frozenset(
-    {RecipientStatus.READY, RecipientStatus.UNREACHABLE}
+    {
+        RecipientStatus.READY,
+        RecipientStatus.UNREACHABLE,
+        RecipientStatus.SUSPENDED,
+        RecipientStatus.POISON,
+    }
 )
 
 
@@ -105,10 +113,11 @@ def queue_summaries(pending: Iterable[QueuedRecipient], now: float) -> list[Queu
         rs = groups[name]
         waiting = [r for r in rs if r.attempts > 0 and r.next_attempt > now]
         errored = sorted((r for r in rs if r.last_error), key=lambda r: r.attempts)
+        held = all(r.status == RecipientStatus.SUSPENDED for r in rs)
         out.append(
             QueueSummary(
                 name=name,
-                status="Retry" if waiting else "Ready",
+                status="Suspended" if held else "Retry" if waiting else "Ready",
                 count=len({r.message_id for r in rs}),
                 last_error=errored[-1].last_error if errored else "",
                 next_retry=min(r.next_attempt for r in waiting) if waiting else None,

@@ -193,6 +193,8 @@ class RecipientStatus(StrEnum):
     FAILED = "failed"  # permanent failure; an NDR is due (M2)
     UNREACHABLE = "unreachable"  # no route (no send connector yet)
     RELAYED = "relayed"
+    SUSPENDED = "suspended"  # an admin held it (Suspend-Message); never due until resumed
+    POISON = "poison"  # its delivery crashed the worker repeatedly; waits for an admin
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ header of a submission (Exchange's 5.7.60 send-as check).
 from __future__ import annotations
 
 import email.utils
+from dataclasses import replace
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -22,6 +23,15 @@ from postwerk.core import replies
 from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
 from postwerk.store.api import BlobWriter
+from postwerk.transport.agents import (
+    Event,
+    Headers,
+    MessageView,
+    Quarantine,
+    SessionView,
+    format_headers,
+    insert_headers,
+)
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 
 if TYPE_CHECKING:
@@ -66,6 +76,9 @@ class MessageIntake:
         self._finished = False
         # A copy of what goes into the blob while small, handed to delivery in memory.
         self._copy: bytearray | None = bytearray()
+        # Set only when transport agents run: their view of the headers, and a quarantine.
+        self._headers: Headers | None = None
+        self._quarantine: Quarantine | None = None
 
     @property
     def rejection(self) -> Reply | None:
@@ -126,7 +139,46 @@ class MessageIntake:
                 prefix.append(f"Message-ID: {self.internet_message_id}\r\n")
             if headers.get("Date") is None:
                 prefix.append(f"Date: {email.utils.formatdate(localtime=True)}\r\n")
+        agents = self._service.agents
+        if agents:
+            self._headers = Headers.parse("".join(prefix).encode("utf-8")).plus(
+                Headers.parse(header_block)
+            )
+            if agents.has(Event.END_OF_HEADERS):
+                # No content yet: the view's reader says so (LookupError).
+                outcome = await agents.run(
+                    Event.END_OF_HEADERS, self._session_view(), self._view(self._received_bytes)
+                )
+                if outcome.reply is not None:
+                    self._rejection = outcome.reply
+                    return
+                self._quarantine = outcome.quarantine
+                if outcome.headers:
+                    # Free here, since the header block is still in hand: right after our
+                    # Received, where end of data and on_submitted put theirs too.
+                    prefix.insert(1, format_headers(outcome.headers).decode("ascii"))
+                    self._headers = self._headers.after_trace(outcome.headers)
         await self._blob_write("".join(prefix).encode("utf-8") + header_block + rest)
+
+    def _session_view(self) -> SessionView:
+        return SessionView.from_info(self._info)
+
+    def _view(self, size: int, data: bytes | None = None, blob_id: str = "") -> MessageView:
+        view = MessageView(
+            queue_id=self.queue_id,
+            sender=self._envelope.sender,
+            recipients=self._envelope.recipients,
+            headers=self._headers or Headers(),
+            size=size,
+            mail_params=dict(self._envelope.mail_params),
+        )
+        if not blob_id:
+            return view
+
+        async def content() -> bytes:
+            return data if data is not None else await self._service.blobs.read(blob_id)
+
+        return replace(view, reader=content)
 
     async def _blob_write(self, data: bytes) -> None:
         if self._copy is not None:
@@ -171,6 +223,29 @@ class MessageIntake:
             await self._writer.abort()
             return replies.STORAGE_FULL
         size = self._writer.size
+        data = bytes(self._copy) if self._copy is not None else None
+        agents = self._service.agents
+        if agents and agents.has(Event.END_OF_DATA):
+            outcome = await agents.run(
+                Event.END_OF_DATA, self._session_view(), self._view(size, data, blob_id)
+            )
+            if outcome.reply is not None:
+                try:
+                    await self._service.blobs.delete(blob_id)
+                except OSError:  # an orphan, not a reason to accept the message
+                    self._service.log.warning("blob_delete_failed", queue_id=self.queue_id)
+                self._service.log_rejection(self, outcome.reply)
+                return outcome.reply
+            self._quarantine = self._quarantine or outcome.quarantine
+            if outcome.headers:
+                try:
+                    blob_id, size, data = await insert_headers(
+                        self._service.blobs, blob_id, outcome.headers, data
+                    )
+                except OSError:
+                    return replies.STORAGE_FULL
+                if self._headers is not None:
+                    self._headers = self._headers.after_trace(outcome.headers)
         try:
             await self._service.enqueue(
                 self.queue_id,
@@ -180,7 +255,9 @@ class MessageIntake:
                 self._info,
                 self.internet_message_id,
                 self.subject,
-                bytes(self._copy) if self._copy is not None else None,
+                data,
+                headers=self._headers,
+                quarantine=self._quarantine,
             )
         except Exception:
             # Not acknowledged, so the client retries; the orphaned blob is collected later.

@@ -94,6 +94,7 @@ class OutboundDelivery:
     poll_seconds: float = 5.0
     max_hops: int = 10
     per_hop_connections: int = 20  # messages of one next hop in flight at once
+    poison_threshold: int = 2  # crashes before a message goes to the Poison queue
     batch: int = 500
     ssl_context: ssl.SSLContext | None = None  # trust store for verified connectors
     log: Any = field(default_factory=lambda: structlog.get_logger("postwerk.outbound"))
@@ -176,11 +177,61 @@ class OutboundDelivery:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    # Contained: the recipients keep their state and come back at the
-                    # next scan (poison handling arrives with the queue viewer).
+                    # Contained: counted against the message; the next scan tries it
+                    # again, until it is poison.
                     self.log.exception("outbound_message_failed", queue_id=message_id, next_hop=hop)
+                    try:
+                        await self._crashed(message_id, recipients)
+                    except Exception:
+                        self.log.exception("poison_bookkeeping_failed", queue_id=message_id)
 
         await asyncio.gather(*(one(m, rs) for m, rs in by_message.items()))
+
+    async def _crashed(self, message_id: str, rows: list[QueuedRecipient]) -> None:
+        """Count a crash of this message's delivery; at the threshold it becomes poison:
+        it leaves delivery for the Poison queue and waits for `queue resubmit`."""
+        message = await self.queue.get_message(message_id)
+        if message is None:
+            return
+        current = {r.address: r for r in await self.queue.recipients(message_id)}
+        now = time.time()
+        updated: list[QueuedRecipient] = []
+        for r in rows:
+            row = current.get(r.address)
+            if row is None or row.status != RecipientStatus.READY:
+                continue  # the crash came after this one's outcome was stored
+            crashes = int(row.params.get("crashes", 0)) + 1
+            params = {**row.params, "crashes": crashes}
+            if crashes >= self.poison_threshold:
+                error = f"poison: delivery failed with an internal error {crashes} times"
+                updated.append(
+                    replace(row, status=RecipientStatus.POISON, params=params, last_error=error)
+                )
+            else:
+                retry = now + self.policy.glitch_interval
+                updated.append(replace(row, params=params, next_attempt=retry))
+        poisoned = [r for r in updated if r.status == RecipientStatus.POISON]
+        events = []
+        if poisoned:
+            events.append(
+                TrackingEvent(
+                    timestamp=now,
+                    event_id="POISONMESSAGE",
+                    source="SMTP",
+                    message_id=message.id,
+                    internet_message_id=message.internet_message_id,
+                    sender=message.sender,
+                    return_path=message.sender,
+                    recipients=tuple(r.address for r in poisoned),
+                    recipient_status=poisoned[0].last_error,
+                    server_hostname=self.server_hostname,
+                    total_bytes=message.size,
+                    subject=message.subject,
+                )
+            )
+            self.log.warning("poison_message", queue_id=message.id, recipients=len(poisoned))
+        if updated:
+            await self.store.commit(TransportCommit(update=tuple(updated), events=tuple(events)))
 
     async def _deliver_message(
         self, hop: str, message_id: str, rows: list[QueuedRecipient]
@@ -361,44 +412,20 @@ class OutboundDelivery:
         result: SendResult | None,
         now: float,
     ) -> None:
-        remote = result.remote_host if result is not None else None
-        by_kind: dict[DsnKind, list[RecipientReport]] = {}
-        for o in outcomes:
-            assert o.dsn is not None
-            orcpt = o.row.params.get("orcpt")
-            by_kind.setdefault(o.dsn, []).append(
-                RecipientReport(
-                    final_recipient=o.row.address,
-                    action=o.dsn,
-                    status=_status_of(o.reply, o.dsn),
-                    original_recipient=str(orcpt) if orcpt else None,
-                    diagnostic=o.reply,
-                    remote_mta=remote,
-                    last_attempt=now,
-                    will_retry_until=(
-                        message.received + self.policy.expiration
-                        if o.dsn == DsnKind.DELAYED
-                        else None
-                    ),
-                )
-            )
-        for kind, reports in by_kind.items():
-            request = DsnRequest(
-                reporting_mta=self.server_hostname,
-                original_sender=message.sender,
-                arrival_date=message.received,
-                recipients=tuple(reports),
-                original_message=data,
-                subject=message.subject,
-                original_message_id=message.internet_message_id or None,
-                original_envelope_id=_str_or_none(message.params.get("envid")),
-                ret=_str_or_none(message.params.get("ret")),
-            )
-            dsn = build_dsn(request, now=now, message_id=f"<{new_id()}@{self.server_hostname}>")
+        reports = [(o.row, o.dsn, o.reply) for o in outcomes if o.dsn is not None]
+        for dsn in make_dsns(
+            message,
+            reports,
+            data,
+            reporting_mta=self.server_hostname,
+            expiration=self.policy.expiration,
+            remote_mta=result.remote_host if result is not None else None,
+            now=now,
+        ):
             try:
                 await self.submit_dsn(dsn, message.sender)
             except Exception:
-                self.log.exception("dsn_submit_failed", queue_id=message.id, kind=kind.value)
+                self.log.exception("dsn_submit_failed", queue_id=message.id)
 
     # ---------------------------------------------------------------- tracking
 
@@ -441,6 +468,56 @@ class OutboundDelivery:
             total_bytes=message.size,
             subject=message.subject,
         )
+
+
+def make_dsns(
+    message: QueuedMessage,
+    reports: Sequence[tuple[QueuedRecipient, DsnKind, str]],
+    data: bytes,
+    *,
+    reporting_mta: str,
+    expiration: float,
+    remote_mta: str | None,
+    now: float,
+) -> list[bytes]:
+    """One DSN per kind (failed, delayed, ...) about `reports`: (row, kind, reply)."""
+    by_kind: dict[DsnKind, list[RecipientReport]] = {}
+    for row, kind, reply in reports:
+        orcpt = row.params.get("orcpt")
+        by_kind.setdefault(kind, []).append(
+            RecipientReport(
+                final_recipient=row.address,
+                action=kind,
+                status=_status_of(reply, kind),
+                original_recipient=str(orcpt) if orcpt else None,
+                diagnostic=reply,
+                remote_mta=remote_mta,
+                last_attempt=now,
+                will_retry_until=(
+                    message.received + expiration if kind == DsnKind.DELAYED else None
+                ),
+            )
+        )
+    out = []
+    for rows in by_kind.values():
+        request = DsnRequest(
+            reporting_mta=reporting_mta,
+            original_sender=message.sender,
+            arrival_date=message.received,
+            recipients=tuple(rows),
+            original_message=data,
+            subject=message.subject,
+            original_message_id=message.internet_message_id or None,
+            original_envelope_id=_str_or_none(message.params.get("envid")),
+            ret=_str_or_none(message.params.get("ret")),
+        )
+        out.append(build_dsn(request, now=now, message_id=f"<{new_id()}@{reporting_mta}>"))
+    return out
+
+
+def wants_dsn(row: QueuedRecipient, kind: DsnKind) -> bool:
+    notify = row.params.get("notify")
+    return notify_wanted(list(notify) if notify else None, kind)
 
 
 def _wants(o: _Outcome) -> bool:

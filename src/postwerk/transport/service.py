@@ -12,6 +12,7 @@ connectors and resubmits them).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,7 +24,14 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
 from postwerk.mime.summary import summarize
-from postwerk.store.api import BlobStore, MailStore, QueueStore, TrackingLog, TransportStore
+from postwerk.store.api import (
+    PENDING_STATUSES,
+    BlobStore,
+    MailStore,
+    QueueStore,
+    TrackingLog,
+    TransportStore,
+)
 from postwerk.store.records import (
     NewItem,
     QueuedMessage,
@@ -32,6 +40,17 @@ from postwerk.store.records import (
     SendConnector,
     TrackingEvent,
     TransportCommit,
+)
+from postwerk.transport.agents import (
+    AGENT_SOURCE,
+    AgentRunner,
+    Headers,
+    MessageView,
+    Quarantine,
+    SessionView,
+    insert_headers,
+    quarantine_rows,
+    read_headers,
 )
 from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
 from postwerk.transport.envelope import Envelope, ReceiveInfo
@@ -55,7 +74,8 @@ class _Handoff:
 
 
 HANDOFF_MAX_BYTES = 1024 * 1024
-PENDING = (RecipientStatus.READY, RecipientStatus.UNREACHABLE)
+PENDING = tuple(PENDING_STATUSES)
+MOVABLE = (RecipientStatus.READY, RecipientStatus.UNREACHABLE)  # routing may change these
 
 
 @dataclass
@@ -78,6 +98,8 @@ class TransportService:
     delivery_batch: int = 64
     delivery_workers: int = 4
     on_delivered: Callable[[Sequence[int]], None] | None = None
+    # Transport agents (transport/agents.py); None when none are configured.
+    agents: AgentRunner | None = None
 
     def __post_init__(self) -> None:
         self.log = structlog.get_logger("postwerk.transport")
@@ -106,10 +128,43 @@ class TransportService:
         subject: str,
         data: bytes | None = None,
         source: str = "SMTP",
+        *,
+        headers: Headers | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
-        """Categorize and commit; `data` (the blob's bytes, when small) spares a read-back."""
+        """Categorize and commit; `data` (the blob's bytes, when small) spares a read-back.
+
+        With routing agents, their events run around categorization; `headers` (the
+        intake's parse) spares re-reading them, and `quarantine` comes from receive agents.
+        """
         now = time.time()
-        cat = await self.categorizer.categorize(envelope.recipients)
+        received_recipients = envelope.recipients
+        notes: list[str] = []
+        if self.agents and self.agents.routing:
+            routed = await self.agents.route(
+                SessionView.from_info(info),
+                MessageView(
+                    queue_id=queue_id,
+                    sender=envelope.sender,
+                    recipients=envelope.recipients,
+                    headers=headers or await read_headers(self.blobs, blob_id, data),
+                    size=size,
+                    source=source,
+                    mail_params=dict(envelope.mail_params),
+                    reader=functools.partial(self._content, blob_id, data),
+                ),
+                self.categorizer.categorize,
+            )
+            cat = routed.categorization
+            envelope = replace(envelope, sender=routed.sender, recipients=routed.recipients)
+            quarantine = quarantine or routed.quarantine
+            notes = routed.notes
+            if routed.headers:
+                blob_id, size, data = await insert_headers(
+                    self.blobs, blob_id, routed.headers, data
+                )
+        else:
+            cat = await self.categorizer.categorize(envelope.recipients)
         message = QueuedMessage(
             id=queue_id,
             blob_id=blob_id,
@@ -152,6 +207,8 @@ class TransportService:
             rows.append(
                 QueuedRecipient(queue_id, address, RecipientStatus.FAILED, "", {}, 0, reason, now)
             )
+        if quarantine is not None:
+            rows = quarantine_rows(rows, quarantine)
         ready = [r for r in rows if r.status == RecipientStatus.READY]
         pending = [r for r in rows if r.status in PENDING]
 
@@ -181,7 +238,11 @@ class TransportService:
                 related_recipient=related,
             )
 
-        events = [event("RECEIVE", source, envelope.recipients)]
+        events = [event("RECEIVE", source, received_recipients)]
+        for note in notes:
+            events.append(event("AGENTINFO", AGENT_SOURCE, envelope.recipients, note))
+        if quarantine is not None:
+            events.append(event("AGENTINFO", AGENT_SOURCE, envelope.recipients, quarantine.text()))
         for original, primary in cat.resolved:
             events.append(event("RESOLVE", "ROUTING", (primary,), related=original))
         for group, members in cat.expanded:
@@ -193,6 +254,13 @@ class TransportService:
         if failed:
             events.append(event("FAIL", "ROUTING", failed, "550 5.1.1 recipient not found"))
 
+        if not rows:
+            # Agents removed every recipient: accepted and dropped (Exchange does the same);
+            # the tracking log says who did it.
+            await self.tracking.append(events)
+            await self.blobs.delete(blob_id)
+            self.log.info("dropped_by_agents", queue_id=queue_id, session_id=info.session_id)
+            return
         local = [r for r in ready if r.next_hop.startswith(MAILBOX_HOP)]
         if (
             local
@@ -220,6 +288,9 @@ class TransportService:
         )
         self._wake.set()
         self._routed_out(rows)
+
+    async def _content(self, blob_id: str, data: bytes | None) -> bytes:
+        return data if data is not None else await self.blobs.read(blob_id)
 
     def _routed_out(self, rows: Sequence[QueuedRecipient]) -> None:
         if self.on_routed_out is not None and any(
@@ -425,7 +496,7 @@ class TransportService:
         for message in await self.queue.list_messages():
             moved: list[QueuedRecipient] = []
             for r in await self.queue.recipients(message.id):
-                if r.status not in PENDING or r.next_hop.startswith(MAILBOX_HOP):
+                if r.status not in MOVABLE or r.next_hop.startswith(MAILBOX_HOP):
                     continue
                 if (r.message_id, r.address) in self._in_flight:
                     continue  # being delivered right now; the next pass sees its outcome
