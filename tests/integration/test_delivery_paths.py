@@ -185,3 +185,27 @@ def test_unreachable_mail_is_resubmitted_when_a_send_connector_appears(
             message(f"alice@{DOMAIN}", "new@other.test", "direct"), to_addrs=["new@other.test"]
         )
     assert hops()["new@other.test"] == ("ready", "smtp:Internet:other.test")
+
+
+@pytest.mark.parametrize("at_receipt", [True, False])
+def test_notify_success_gets_a_delivered_dsn(org: RunningServer, at_receipt: bool) -> None:
+    org.server.transport.deliver_at_receipt = at_receipt
+    with submission(org) as s:
+        assert s.has_extn("dsn")
+        s.sendmail(
+            f"alice@{DOMAIN}",
+            [f"bob@{DOMAIN}"],
+            f"From: alice@{DOMAIN}\r\nSubject: tell me\r\n\r\nhi\r\n".encode(),
+            rcpt_options=["NOTIFY=SUCCESS"],
+        )
+        s.sendmail(  # no NOTIFY: no success report
+            f"alice@{DOMAIN}",
+            [f"bob@{DOMAIN}"],
+            f"From: alice@{DOMAIN}\r\nSubject: quiet\r\n\r\nhi\r\n".encode(),
+        )
+    reports = org.wait_inbox(f"alice@{DOMAIN}", 1)
+    time.sleep(0.3)
+    assert len(org.inbox(f"alice@{DOMAIN}")) == 1
+    data = org.read_item(reports[0])
+    assert b"Subject: Delivered: tell me" in data
+    assert b"Action: delivered" in data and b"Status: 2.0.0" in data

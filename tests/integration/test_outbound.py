@@ -239,3 +239,37 @@ def test_no_bounce_for_a_bounce(outbound: RunningServer, local_dns: dnsserver.Lo
         wait_for(lambda: queue_rows(org) == {})
         assert "FAIL" in events(org, "nobody@remote.test")
         assert "DSN" not in events(org, "nobody@remote.test")
+
+
+@pytest.mark.parametrize("peer_dsn", [False, True])
+def test_notify_success_through_a_relay(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns, peer_dsn: bool
+) -> None:
+    """A peer without DSN cannot report success: we send "relayed" (RFC 3461 §5.2.2);
+    a peer with DSN gets NOTIFY passed on and reports itself."""
+    org = outbound
+    with SmtpSink("127.0.0.11", dsn=peer_dsn) as sink:
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.11")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+        with submission(org) as s:
+            s.sendmail(
+                f"alice@{DOMAIN}",
+                ["friend@remote.test"],
+                f"From: alice@{DOMAIN}\r\nSubject: report\r\n\r\nhi\r\n".encode(),
+                rcpt_options=["NOTIFY=SUCCESS,FAILURE"],
+            )
+        wait_for(lambda: len(sink.messages) == 1)
+        if peer_dsn:
+            assert sink.messages[0].rcpt_options["friend@remote.test"] == ["NOTIFY=SUCCESS,FAILURE"]
+            time.sleep(0.5)
+            assert org.inbox(f"alice@{DOMAIN}") == []
+        else:
+            reports = org.wait_inbox(f"alice@{DOMAIN}", 1)
+            data = org.read_item(reports[0])
+            assert b"Subject: Relayed: report" in data
+            assert b"Action: relayed" in data

@@ -285,7 +285,7 @@ class OutboundDelivery:
                     self._deferred(message, r, "451 4.4.0 no result", FailureKind.TRANSIENT, now)
                 )
             elif res.delivered:
-                outcomes.append(self._delivered(r, res, now))
+                outcomes.append(self._delivered(r, res, now, not result.dsn_supported))
             elif res.permanent:
                 outcomes.append(self._failed(r, res.status, res.reply, now))
             else:
@@ -341,9 +341,12 @@ class OutboundDelivery:
 
     # ---------------------------------------------------------------- outcomes
 
-    def _delivered(self, r: QueuedRecipient, res: RecipientResult, now: float) -> _Outcome:
+    def _delivered(
+        self, r: QueuedRecipient, res: RecipientResult, now: float, relayed: bool
+    ) -> _Outcome:
         row = replace(r, status=RecipientStatus.DELIVERED, last_error="", next_attempt=now)
-        return _Outcome(row, "SEND", res.reply)
+        # RFC 3461 §5.2.2: a peer without DSN cannot report success, so we say "relayed".
+        return _Outcome(row, "SEND", res.reply, DsnKind.RELAYED if relayed else None)
 
     def _failed(self, r: QueuedRecipient, status: str, reply: str, now: float) -> _Outcome:
         row = replace(r, status=RecipientStatus.FAILED, attempts=r.attempts + 1, last_error=reply)

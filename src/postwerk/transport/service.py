@@ -53,9 +53,10 @@ from postwerk.transport.agents import (
     read_headers,
 )
 from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
+from postwerk.transport.dsn import DsnKind, dsn_allowed
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
-from postwerk.transport.outbound import dsn_headers
+from postwerk.transport.outbound import dsn_headers, make_dsns, wants_dsn
 from postwerk.transport.routing import SMTP_HOP, route
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
@@ -346,6 +347,7 @@ class TransportService:
             size=message.size,
         )
         self._notify(delivered)
+        await self._report_success(delivered, {message.id: message}, {message.id: data})
         return True
 
     @staticmethod
@@ -362,6 +364,38 @@ class TransportService:
             summary=summary,
             delivery_key=f"{msg.id}/{r.address.lower()}",
         )
+
+    async def _report_success(
+        self,
+        delivered: Sequence[QueuedRecipient],
+        messages: dict[str, QueuedMessage],
+        data: dict[str, bytes] | None = None,
+    ) -> None:
+        """Success DSNs for recipients that asked (NOTIFY=SUCCESS, RFC 3461)."""
+        wanted = [r for r in delivered if wants_dsn(r, DsnKind.DELIVERED)]
+        for message_id in sorted({r.message_id for r in wanted}):
+            message = messages[message_id]
+            try:
+                body = (data or {}).get(message_id) or await self.blobs.read(message.blob_id)
+                if not dsn_allowed(message.sender, body):
+                    continue
+                reports = [
+                    (r, DsnKind.DELIVERED, "250 2.0.0 Delivered to Inbox")
+                    for r in wanted
+                    if r.message_id == message_id
+                ]
+                for dsn in make_dsns(
+                    message,
+                    reports,
+                    body,
+                    reporting_mta=self.server_hostname,
+                    expiration=0.0,
+                    remote_mta=None,
+                    now=time.time(),
+                ):
+                    await self.submit(dsn, "", [message.sender])
+            except Exception:
+                self.log.exception("success_dsn_failed", queue_id=message_id)
 
     def _notify(self, delivered: Sequence[QueuedRecipient]) -> None:
         if delivered and self.on_delivered is not None:
@@ -649,6 +683,7 @@ class TransportService:
                 recipients=sum(1 for r in delivered if r.message_id == msg_id),
             )
         self._notify(delivered)
+        await self._report_success(delivered, messages)
 
     def _deliver_events(
         self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]

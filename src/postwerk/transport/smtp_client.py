@@ -216,6 +216,7 @@ class SendResult:
     tls_verified: bool = False
     connection_error: str | None = None
     connection_reused: bool = False
+    dsn_supported: bool = False  # the peer advertised DSN: it reports success itself
 
     @property
     def all_delivered(self) -> bool:
@@ -644,6 +645,7 @@ class OutboundClient:
                 tls_verified=session.tls_verified,
                 connection_error=error,
                 connection_reused=session.reused,
+                dsn_supported=smtp.supports_extension("dsn"),
             )
 
         def fill(reply: _Reply, only: Sequence[int] | None = None) -> None:
