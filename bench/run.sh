@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [--connections 20] [--messages 100] [--size 10240] [--idle-connections 50]
 #                [--repeat 3] [--mailbox-size] [--prefill 100000] [--skip-peer] [--skip-postwerk] [--keep]
+#                [--skip-outbound | --outbound-only] [--postwerk-rev REV]
 #
 #   --messages N        messages per connection (default 100: 20 × 100 = 2000 messages)
 #   --repeat R          load runs per server; the run with the median delivered/s is reported
@@ -11,9 +12,13 @@
 #                       for 3 s, so other work on a shared machine skews the figures less
 #   --mailbox-size      also run bench/mailbox_size.sh (delivery into a 100,000-message mailbox)
 #   --keep              leave the servers running at the end
+#   --skip-outbound     skip bench/outbound.sh (relay to an SMTP sink vs. a Postfix relay; run by default)
+#   --outbound-only     only bench/outbound.sh (with the same --repeat/--wait-quiet/load options)
+#   --postwerk-rev REV  outbound only: run postwerk from `git archive REV` instead of the working tree
 # Results (JSON + summary.txt) go to $PW_BENCH_DIR/results/<timestamp>/ (default /tmp/pw-bench).
 # Needs root (Postfix/Dovecot are installed with apt and run as private instances).
-# Everything listens on 127.0.0.1 only: Postfix 12525, Dovecot LMTP 12424, postwerk 20025.
+# Everything listens on loopback only: Postfix 12525, Dovecot LMTP 12424, postwerk 20025;
+# outbound: sink 127.0.0.9:12530, Postfix relay 127.0.0.1:12526, postwerk relay 127.0.0.1:21025.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +34,9 @@ PREFILL=100000
 RUN_PEER=1
 RUN_PW=1
 KEEP=0
+RUN_OUT=1
+RUN_IN=1
+PW_REV=""
 REPEAT=3
 WAIT_QUIET=0
 PY=${PYTHON:-python3}
@@ -50,7 +58,10 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1; shift ;;
         --repeat) REPEAT=$2; shift 2 ;;
         --wait-quiet) WAIT_QUIET=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --skip-outbound) RUN_OUT=0; shift ;;
+        --outbound-only) RUN_IN=0; MAILBOX=0; shift ;;
+        --postwerk-rev) PW_REV=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -127,7 +138,7 @@ WARM=(--connections "$CONNS" --messages-per-connection 5 --size "$SIZE" "${RCPTS
 } >"$OUT/env.txt"
 
 # ---------------------------------------------------------------- Postfix + Dovecot
-if [[ $RUN_PEER == 1 ]]; then
+if [[ $RUN_PEER == 1 && $RUN_IN == 1 ]]; then
     say "Postfix + Dovecot LMTP: starting private instances"
     bash "$HERE/peers/postfix_dovecot.sh" start
     {
@@ -156,7 +167,7 @@ skip_pw() {
     say "postwerk: SKIPPED -- $1"
     printf '{"reason": "%s"}\n' "$1" >"$OUT/postwerk-skipped.json"
 }
-if [[ $RUN_PW == 1 ]]; then
+if [[ $RUN_PW == 1 && $RUN_IN == 1 ]]; then
     if ! bash "$HERE/peers/postwerk.sh" check 2>/dev/null; then
         skip_pw "postwerk command (${POSTWERK:-$REPO/.venv/bin/postwerk}) is not runnable yet"
     elif ! bash "$HERE/peers/postwerk.sh" start; then
@@ -193,8 +204,26 @@ if [[ $MAILBOX == 1 ]]; then
     bash "$HERE/mailbox_size.sh" "${MB_ARGS[@]}" || say "mailbox-size run failed"
 fi
 
+# ---------------------------------------------------------------- outbound relay (M2)
+if [[ $RUN_OUT == 1 ]]; then
+    OUT_ARGS=(--out "$OUT" --repeat "$REPEAT" --wait-quiet "$WAIT_QUIET"
+              --connections "$CONNS" --messages "$MPC" --size "$SIZE")
+    [[ $RUN_PEER == 1 ]] || OUT_ARGS+=(--skip-peer)
+    [[ $RUN_PW == 1 ]] || OUT_ARGS+=(--skip-postwerk)
+    [[ $KEEP == 0 ]] || OUT_ARGS+=(--keep)
+    [[ -z $PW_REV ]] || OUT_ARGS+=(--postwerk-rev "$PW_REV")
+    bash "$HERE/outbound.sh" "${OUT_ARGS[@]}" >/dev/null || say "outbound run failed"
+fi
+
 echo
 echo "Results: $OUT"
 cat "$OUT/env.txt"
+[[ -f $OUT/outbound-env.txt ]] && cat "$OUT/outbound-env.txt"
 echo
-$PY "$HERE/report.py" "$OUT" | tee "$OUT/summary.txt"
+if [[ $RUN_IN == 1 ]]; then
+    $PY "$HERE/report.py" "$OUT" | tee "$OUT/summary.txt"
+fi
+if [[ -f $OUT/outbound-summary.txt ]]; then
+    echo
+    tee -a "$OUT/summary.txt" <"$OUT/outbound-summary.txt"
+fi
