@@ -258,7 +258,8 @@ async def build(
             ),
             local_names=(settings.server.hostname,),
         ),
-        client=OutboundClient(),
+        # As many idle connections kept per next hop as may be open: reuse, not reconnects.
+        client=OutboundClient(max_idle_per_key=20),
         policy=RetryPolicy.from_settings(settings.transport),
         server_hostname=settings.server.hostname,
         submit_dsn=lambda data, rcpt: _submit_dsn(transport, data, rcpt),

@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 # Upper bound on jobs per transaction: keeps one batch's latency bounded.
 MAX_BATCH = 256
+# Threads (and stdlib connections) serving reads.
+READERS = 4
 
 WriteFn = Callable[[Connection], Any]
 
@@ -88,6 +90,18 @@ def make_engine(url_or_path: str | Path, *, foreign_keys: bool = True) -> AsyncE
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine.sync_engine, foreign_keys=foreign_keys)
+    return engine
+
+
+def make_sync_reader_engine(url_or_path: str | Path) -> Engine | None:
+    """For SQLite, the stdlib-driver engine `Database.read` uses from its threads."""
+    url = make_url(to_url(url_or_path))
+    if url.get_backend_name() != "sqlite":
+        return None
+    # One connection per reader thread; SQLAlchemy lets file connections move between
+    # threads (check_same_thread=False), and each is used by one thread at a time.
+    engine = create_engine(url.set(drivername="sqlite"), pool_size=READERS, max_overflow=0)
+    _configure_sqlite(engine, foreign_keys=True)
     return engine
 
 
@@ -197,9 +211,23 @@ def run_batch(conn: Connection, fns: list[WriteFn]) -> list[Outcome]:
 class Database:
     """An open database: `read` on the async pool, `write` through the group-commit writer."""
 
-    def __init__(self, engine: AsyncEngine, writer_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writer_engine: Engine | None = None,
+        reader_engine: Engine | None = None,
+    ) -> None:
         self.engine = engine
         self._writer_engine = writer_engine
+        # SQLite reads: stdlib connections in a small pool of threads, one hop per read.
+        # Through aiosqlite every statement and fetch is a hop of its own through the
+        # event loop, which made reads the larger half of an outbound delivery's time.
+        self._reader_engine = reader_engine
+        self._read_executor = (
+            ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="postwerk-db-r")
+            if reader_engine is not None
+            else None
+        )
         # One thread: the writer's SQLite connection never changes threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postwerk-db-w")
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
@@ -211,7 +239,11 @@ class Database:
     @classmethod
     async def open(cls, url_or_path: str | Path) -> Database:
         """Connect (no migration: call `migrate` first) and start the writer task."""
-        db = cls(make_engine(url_or_path), make_sync_writer_engine(url_or_path))
+        db = cls(
+            make_engine(url_or_path),
+            make_sync_writer_engine(url_or_path),
+            make_sync_reader_engine(url_or_path),
+        )
         try:
             # Fail early on a bad path or a locked file rather than at first write.
             async with db.engine.connect() as conn:
@@ -234,6 +266,11 @@ class Database:
 
     async def _dispose(self) -> None:
         await self.engine.dispose()
+        if self._reader_engine is not None and self._read_executor is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._read_executor, self._reader_engine.dispose
+            )
+            self._read_executor.shutdown(wait=True)
         if self._writer_engine is not None:
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._writer_engine.dispose
@@ -245,6 +282,14 @@ class Database:
 
         `fn` is synchronous, like write jobs, so the same helpers serve both.
         """
+        if self._reader_engine is not None and self._read_executor is not None:
+            engine = self._reader_engine
+
+            def in_thread() -> T:
+                with engine.connect() as conn, conn.begin():
+                    return fn(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._read_executor, in_thread)
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
 
