@@ -161,3 +161,12 @@ async def test_due_by_next_hop_prefix(backend: Any) -> None:
     assert [r.address for r in smtp] == ["b@remote.test", "c_%@remote.test"]
     assert len(await q.due(time.time())) == 3
     assert await q.due(time.time(), next_hop_prefix="smtp:Inter%") == []  # LIKE escaped
+
+
+async def test_message_and_recipients_in_one_read(backend: Any) -> None:
+    q = backend.queue
+    m = msg("m1")
+    rs = [rcpt("m1", "b@example.com"), rcpt("m1", "a@example.com")]
+    await q.enqueue(m, rs)
+    assert await q.message_and_recipients("m1") == (m, rs)
+    assert await q.message_and_recipients("nope") is None

@@ -273,3 +273,30 @@ def test_notify_success_through_a_relay(
             data = org.read_item(reports[0])
             assert b"Subject: Relayed: report" in data
             assert b"Action: relayed" in data
+
+
+def test_one_message_two_next_hops_leaves_the_queue(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    """Two next-hop queues deliver parts of one message at the same time; the message
+    leaves the queue once both are done."""
+    org = outbound
+    with SmtpSink("127.0.0.12") as one, SmtpSink("127.0.0.13") as two:
+        local_dns.add("one.test", "MX", "10 mx.one.test")
+        local_dns.add("mx.one.test", "A", "127.0.0.12")
+        local_dns.add("two.test", "MX", "10 mx.two.test")
+        local_dns.add("mx.two.test", "A", "127.0.0.13")
+        for name, sink, space in (("One", one, "one.test"), ("Two", two, "two.test")):
+            cli(
+                org.data_dir,
+                "connector", "send", "new", name,
+                "--address-spaces", space, "--port", str(sink.port),
+            )  # fmt: skip
+        with submission(org) as s:
+            for n in range(5):
+                s.send_message(
+                    message(f"alice@{DOMAIN}", "a@one.test, b@two.test", f"split {n}"),
+                    to_addrs=["a@one.test", "b@two.test"],
+                )
+        wait_for(lambda: len(one.messages) == 5 and len(two.messages) == 5)
+        wait_for(lambda: queue_rows(org) == {})

@@ -256,6 +256,12 @@ class QueueStore(Protocol):
 
     async def recipients(self, message_id: str) -> list[QueuedRecipient]: ...
 
+    async def message_and_recipients(
+        self, message_id: str
+    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
+        """`get_message` and `recipients` in one read."""
+        ...
+
     async def due(
         self, now: float, limit: int = 500, next_hop_prefix: str | None = None
     ) -> list[QueuedRecipient]:

@@ -236,8 +236,19 @@ class OutboundDelivery:
     async def _deliver_message(
         self, hop: str, message_id: str, rows: list[QueuedRecipient]
     ) -> None:
-        message = await self.queue.get_message(message_id)
-        if message is None:
+        found = await self.queue.message_and_recipients(message_id)
+        if found is None:
+            return
+        message, current = found
+        # Recipients whose state changed since the scan (an admin, another worker) are
+        # left alone; the others are worked on with their current rows.
+        fresh = {r.address: r for r in current}
+        rows = [
+            fresh[r.address]
+            for r in rows
+            if r.address in fresh and fresh[r.address].status == RecipientStatus.READY
+        ]
+        if not rows:
             return
         name, domain = parse_smtp_hop(hop)
         connectors = {c.name: c for c in await self.directory.list_send_connectors()}
@@ -251,7 +262,7 @@ class OutboundDelivery:
                 self._failed(r, "5.3.4", f"552 5.3.4 message size exceeds {name}'s limit", now)
                 for r in rows
             ]
-            await self._finish(message, outcomes, None, now)
+            await self._finish(message, outcomes, None, now, everyone=current)
             return
         destination = await self._destination(connector, domain, hop)
         if isinstance(destination, DnsFailure):
@@ -264,7 +275,7 @@ class OutboundDelivery:
                     self._deferred(message, r, reply, FailureKind.TRANSIENT, now) for r in rows
                 ]
             log.info("next_hop_unresolved", permanent=destination.permanent, reason=reply)
-            await self._finish(message, outcomes, None, now)
+            await self._finish(message, outcomes, None, now, everyone=current)
             return
         data = await self.blobs.read(message.blob_id)
         outbound = OutboundMessage(
@@ -301,7 +312,7 @@ class OutboundDelivery:
             deferred=sum(1 for o in outcomes if o.event == "DEFER"),
             error=result.connection_error,
         )
-        await self._finish(message, outcomes, result, now, data)
+        await self._finish(message, outcomes, result, now, data, everyone=current)
 
     async def _destination(
         self, connector: SendConnector, domain: str | None, hop: str
@@ -381,9 +392,15 @@ class OutboundDelivery:
         result: SendResult | None,
         now: float,
         data: bytes | None = None,
+        *,
+        everyone: list[QueuedRecipient],
     ) -> None:
         done = {o.row.address: o.row for o in outcomes}
-        everyone = [done.get(r.address, r) for r in await self.queue.recipients(message.id)]
+        if any(r.address not in done and r.status not in FINAL for r in everyone):
+            # Others were pending when we looked (another next hop of the same message
+            # may have finished since): decide on the current rows.
+            everyone = await self.queue.recipients(message.id)
+        everyone = [done.get(r.address, r) for r in everyone]
         finished = all(r.status in FINAL for r in everyone)
         events = [self._event(message, o, result, now) for o in outcomes]
         dsns = [o for o in outcomes if o.dsn is not None and _wants(o)]
@@ -403,6 +420,14 @@ class OutboundDelivery:
         if dsns:
             assert data is not None
             await self._send_dsns(message, dsns, data, result, now)
+        if not finished:
+            # Another next hop of this message may have committed its last outcome while
+            # we worked, each of us seeing the other still pending: look once more now
+            # that our outcome is stored (commits are serial, so the later one sees both).
+            everyone = await self.queue.recipients(message.id)
+            finished = bool(everyone) and all(r.status in FINAL for r in everyone)
+            if finished:
+                await self.store.commit(TransportCommit(remove=(message.id,)))
         if finished and not any(r.next_hop.startswith("mailbox:") for r in everyone):
             # No Inbox refers to the file: it was only ever for the queue.
             await self.blobs.delete(message.blob_id)

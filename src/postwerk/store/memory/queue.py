@@ -30,6 +30,14 @@ class MemoryQueue:
     async def get_message(self, message_id: str) -> QueuedMessage | None:
         return self._messages.get(message_id)
 
+    async def message_and_recipients(
+        self, message_id: str
+    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
+        message = self._messages.get(message_id)
+        if message is None:
+            return None
+        return message, list(self._recipients.get(message_id, {}).values())
+
     async def recipients(self, message_id: str) -> list[QueuedRecipient]:
         return list(self._recipients.get(message_id, {}).values())
 

@@ -74,6 +74,13 @@ _update_recipient = (
 
 
 _INSERT_MESSAGE = insert(queue_message)
+# Built once: constructing a statement per call cost more than running it.
+_SELECT_MESSAGE = select(queue_message).where(queue_message.c.id == bindparam("m_id"))
+_SELECT_RECIPIENTS = (
+    select(queue_recipient)
+    .where(queue_recipient.c.message_id == bindparam("m_id"))
+    .order_by(queue_recipient.c.ordinal)
+)
 _INSERT_RECIPIENT = insert(queue_recipient)
 
 
@@ -141,11 +148,7 @@ class SqliteQueue:
 
     async def get_message(self, message_id: str) -> QueuedMessage | None:
         def run(conn: Connection) -> QueuedMessage | None:
-            row = (
-                (conn.execute(select(queue_message).where(queue_message.c.id == message_id)))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_SELECT_MESSAGE, {"m_id": message_id}).mappings().first()
             return None if row is None else _message(row)
 
         return await self._db.read(run)
@@ -154,12 +157,22 @@ class SqliteQueue:
         """In RCPT TO order."""
 
         def run(conn: Connection) -> list[QueuedRecipient]:
-            rows = conn.execute(
-                select(queue_recipient)
-                .where(queue_recipient.c.message_id == message_id)
-                .order_by(queue_recipient.c.ordinal)
-            )
+            rows = conn.execute(_SELECT_RECIPIENTS, {"m_id": message_id})
             return [_recipient(r) for r in rows.mappings()]
+
+        return await self._db.read(run)
+
+    async def message_and_recipients(
+        self, message_id: str
+    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
+        """Both in one read (one snapshot, one thread hop): the delivery queues' hot path."""
+
+        def run(conn: Connection) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
+            row = conn.execute(_SELECT_MESSAGE, {"m_id": message_id}).mappings().first()
+            if row is None:
+                return None
+            rows = conn.execute(_SELECT_RECIPIENTS, {"m_id": message_id})
+            return _message(row), [_recipient(r) for r in rows.mappings()]
 
         return await self._db.read(run)
 
