@@ -300,3 +300,70 @@ def test_one_message_two_next_hops_leaves_the_queue(
                 )
         wait_for(lambda: len(one.messages) == 5 and len(two.messages) == 5)
         wait_for(lambda: queue_rows(org) == {})
+
+
+def test_relay_domains_route_through_send_connectors(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    """Internal relay: known recipients are local, unknown ones go out; external relay:
+    everyone goes out. Anonymous senders may send to both (accepted domains)."""
+    org = outbound
+    cli(org.data_dir, "domain", "add", "shared.test", "--type", "internal-relay")
+    cli(org.data_dir, "domain", "add", "hosted.test", "--type", "external-relay")
+    cli(org.data_dir, "mailbox", "new", "here@shared.test", "--password-stdin", input="pw\n")
+    import smtplib
+
+    with SmtpSink("127.0.0.14") as sink:
+        for domain in ("shared.test", "hosted.test"):
+            local_dns.add(domain, "MX", f"10 mx.{domain}")
+            local_dns.add(f"mx.{domain}", "A", "127.0.0.14")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Partners",
+            "--address-spaces", "shared.test,hosted.test", "--port", str(sink.port),
+        )  # fmt: skip
+        with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+            refused = s.sendmail(
+                "someone@internet.test",
+                ["here@shared.test", "elsewhere@shared.test", "anyone@hosted.test"],
+                b"Subject: relay domains\r\n\r\nhi\r\n",
+            )
+            assert refused == {}
+            s.mail("someone@internet.test")
+            assert s.rcpt("x@not-accepted.test")[0] == 550  # still no open relay
+        # One next hop per destination domain: two transactions.
+        wait_for(lambda: len(sink.messages) == 2)
+        rcpts = sorted(r for m in sink.messages for r in m.rcpt_tos)
+        assert rcpts == ["anyone@hosted.test", "elsewhere@shared.test"]
+        assert len(org.inbox("here@shared.test")) == 1
+
+
+def test_frontend_proxy_connector_is_tracked_through_the_proxy(
+    outbound: RunningServer, local_dns: dnsserver.LocalDns
+) -> None:
+    org = outbound
+    with SmtpSink("127.0.0.15") as sink:
+        local_dns.add("remote.test", "MX", "10 mx.remote.test")
+        local_dns.add("mx.remote.test", "A", "127.0.0.15")
+        cli(
+            org.data_dir,
+            "connector", "send", "new", "Internet", "--frontend-proxy",
+            "--address-spaces", "*", "--port", str(sink.port),
+        )  # fmt: skip
+        with submission(org) as s:
+            s.send_message(
+                message(f"alice@{DOMAIN}", "friend@remote.test", "via cas"),
+                to_addrs=["friend@remote.test"],
+            )
+        wait_for(lambda: len(sink.messages) == 1)
+
+        async def send_connectors() -> list[str]:
+            found = await org.server.backend.sql.tracking.search(
+                recipient="friend@remote.test", event_id="SEND"
+            )
+            return [e.connector for e in found]
+
+        wait_for(lambda: bool(org.call(send_connectors())))
+        assert org.call(send_connectors()) == [
+            "Internet via Outbound Proxy Frontend mail.example.test"
+        ]

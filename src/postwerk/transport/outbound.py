@@ -255,6 +255,10 @@ class OutboundDelivery:
         connector = connectors.get(name)
         if connector is None or not connector.enabled:
             return  # routing changed; the transport's reroute pass moves these rows
+        # FrontEndProxyEnabled: the message leaves through a Client Access server's
+        # Outbound Proxy Frontend connector. In one process that server is this one, so
+        # the path is the same engine; tracking names the hop (M4 relays across machines).
+        via = f"Outbound Proxy Frontend {self.server_hostname}" if connector.frontend_proxy else ""
         now = time.time()
         log = self.log.bind(queue_id=message.id, next_hop=hop)
         if message.size > connector.max_message_size:
@@ -262,7 +266,7 @@ class OutboundDelivery:
                 self._failed(r, "5.3.4", f"552 5.3.4 message size exceeds {name}'s limit", now)
                 for r in rows
             ]
-            await self._finish(message, outcomes, None, now, everyone=current)
+            await self._finish(message, outcomes, None, now, everyone=current, via=via)
             return
         destination = await self._destination(connector, domain, hop)
         if isinstance(destination, DnsFailure):
@@ -275,7 +279,7 @@ class OutboundDelivery:
                     self._deferred(message, r, reply, FailureKind.TRANSIENT, now) for r in rows
                 ]
             log.info("next_hop_unresolved", permanent=destination.permanent, reason=reply)
-            await self._finish(message, outcomes, None, now, everyone=current)
+            await self._finish(message, outcomes, None, now, everyone=current, via=via)
             return
         data = await self.blobs.read(message.blob_id)
         outbound = OutboundMessage(
@@ -312,7 +316,7 @@ class OutboundDelivery:
             deferred=sum(1 for o in outcomes if o.event == "DEFER"),
             error=result.connection_error,
         )
-        await self._finish(message, outcomes, result, now, data, everyone=current)
+        await self._finish(message, outcomes, result, now, data, everyone=current, via=via)
 
     async def _destination(
         self, connector: SendConnector, domain: str | None, hop: str
@@ -394,6 +398,7 @@ class OutboundDelivery:
         data: bytes | None = None,
         *,
         everyone: list[QueuedRecipient],
+        via: str = "",
     ) -> None:
         done = {o.row.address: o.row for o in outcomes}
         if any(r.address not in done and r.status not in FINAL for r in everyone):
@@ -402,7 +407,7 @@ class OutboundDelivery:
             everyone = await self.queue.recipients(message.id)
         everyone = [done.get(r.address, r) for r in everyone]
         finished = all(r.status in FINAL for r in everyone)
-        events = [self._event(message, o, result, now) for o in outcomes]
+        events = [self._event(message, o, result, now, via) for o in outcomes]
         dsns = [o for o in outcomes if o.dsn is not None and _wants(o)]
         if dsns:
             if data is None:
@@ -458,7 +463,12 @@ class OutboundDelivery:
     # ---------------------------------------------------------------- tracking
 
     def _event(
-        self, message: QueuedMessage, o: _Outcome, result: SendResult | None, now: float
+        self,
+        message: QueuedMessage,
+        o: _Outcome,
+        result: SendResult | None,
+        now: float,
+        via: str = "",
     ) -> TrackingEvent:
         return TrackingEvent(
             timestamp=now,
@@ -470,7 +480,7 @@ class OutboundDelivery:
             return_path=message.sender,
             recipients=(o.row.address,),
             recipient_status=o.reply,
-            connector=parse_smtp_hop(o.row.next_hop)[0],
+            connector=parse_smtp_hop(o.row.next_hop)[0] + (f" via {via}" if via else ""),
             client_ip=result.remote_ip or "" if result is not None else "",
             server_ip="",
             server_hostname=(result.remote_host or "") if result is not None else "",
