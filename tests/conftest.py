@@ -72,6 +72,32 @@ class RunningServer:
         return self.call(read())
 
 
+def postwerk_command() -> list[str]:
+    """The `postwerk` command of this environment, for tests that run it as a process."""
+    script = Path(sys.executable).with_name("postwerk")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "postwerk.cli.main"]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["POSTWERK_LOGGING__LEVEL"] = "warning"
+    env.pop("POSTWERK_DATA_DIR", None)
+    return env
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll until `predicate()` is true; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -141,8 +167,7 @@ def start_server(
             server = await build(settings, data_dir, 0)
             server.ephemeral_ports = True
             server.tarpit_override = tarpit_override
-            server.connector_cache_seconds = 0.0  # see `connector receive set` at once
-            server.lookup.ttl = 0.0  # and directory changes made through the CLI
+            server.lookup.ttl = 0.0  # see CLI changes (connectors, mailboxes, ...) at once
             if server.outbound is not None:
                 # Never the machine's DNS: a port where nobody answers, so outbound mail
                 # waits (transient 4.4.3) unless a test brings its own DNS (tests/dnsserver.py).

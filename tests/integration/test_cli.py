@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -11,7 +10,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -22,25 +20,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import child_env, postwerk_command
+
 pytestmark = pytest.mark.slow
 
 DOMAIN = "example.test"
 PASSWORD = "cli password with spaces "  # one line; a trailing space is part of it
 REPO = Path(__file__).resolve().parents[2]
-
-
-def postwerk_command() -> list[str]:
-    script = Path(sys.executable).with_name("postwerk")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "postwerk.cli.main"]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["POSTWERK_LOGGING__LEVEL"] = "warning"
-    env.pop("POSTWERK_DATA_DIR", None)
-    return env
 
 
 def run(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import DOMAIN, RunningServer, cli
+from tests.conftest import DOMAIN, RunningServer, cli, wait_for
 from tests.integration.test_smtp_submission import message, submission
 
 
@@ -80,13 +80,7 @@ def test_queue_first_path_delivers_the_same(queue_first: RunningServer) -> None:
     assert bob[0].summary["subject"] == "queued"
     assert org.read_item(bob[0]).startswith(b"Return-Path: <someone@remote.test>\r\n")
 
-    def settled() -> bool:
-        return unreachable(org) == []
-
-    deadline = time.monotonic() + 10
-    while not settled() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert settled(), "delivered message left in the queue"
+    wait_for(lambda: unreachable(org) == [], timeout=10)  # nothing left in the queue
     assert "DELIVER" in event_ids(org, f"bob@{DOMAIN}")
 
 
@@ -152,10 +146,7 @@ def test_unreachable_mail_is_resubmitted_when_a_send_connector_appears(
         return org.call(rows())
 
     def settle(expected: dict[str, tuple[str, str]]) -> None:
-        deadline = time.monotonic() + 10
-        while hops() != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hops() == expected
+        wait_for(lambda: hops() == expected, timeout=10)
 
     cli(org.data_dir, "connector", "send", "new", "Partner", "--address-spaces", "partner.test")
     settle(

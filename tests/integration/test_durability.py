@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import smtplib
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,27 +29,13 @@ import pytest
 import trustme
 
 from postwerk.store.blobs import FileBlobStore
-from tests.conftest import DOMAIN, cli, init_data_dir
+from tests.conftest import DOMAIN, child_env, cli, init_data_dir, postwerk_command
 
 pytestmark = pytest.mark.slow
 
 USERS = [f"u{i}@{DOMAIN}" for i in range(4)]
 CLIENTS = 4
 LOAD_SECONDS = 1.5
-
-
-def postwerk_command() -> list[str]:
-    script = Path(sys.executable).with_name("postwerk")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "postwerk.cli.main"]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["POSTWERK_LOGGING__LEVEL"] = "warning"
-    env.pop("POSTWERK_DATA_DIR", None)
-    return env
 
 
 @dataclass

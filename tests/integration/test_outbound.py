@@ -7,26 +7,18 @@ from __future__ import annotations
 import email
 import email.policy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from postwerk.transport.dns import Resolver
 from postwerk.transport.retry import RetryPolicy
 from tests import dnsserver
-from tests.conftest import DOMAIN, RunningServer, cli
+from tests.conftest import DOMAIN, RunningServer, cli, wait_for
 from tests.integration.test_smtp_submission import message, submission
 from tests.smtpsink import SmtpSink
 
 local_dns = dnsserver.local_dns
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -37,6 +29,26 @@ def outbound(org: RunningServer, local_dns: dnsserver.LocalDns) -> Iterator[Runn
     org.server.outbound.poll_seconds = 0.1
     org.server.transport.poll_seconds = 0.1
     yield org
+
+
+def mx_to_sink(
+    org: RunningServer,
+    local_dns: dnsserver.LocalDns,
+    sink: SmtpSink,
+    *extra: str,
+    domain: str = "remote.test",
+    name: str = "Internet",
+    spaces: str = "*",
+) -> None:
+    """`domain`'s MX points at `sink`, and a send connector routes `spaces` by DNS to
+    the sink's port."""
+    local_dns.add(domain, "MX", f"10 mx.{domain}")
+    local_dns.add(f"mx.{domain}", "A", sink.host)
+    cli(
+        org.data_dir,
+        "connector", "send", "new", name, *extra,
+        "--address-spaces", spaces, "--port", str(sink.port),
+    )  # fmt: skip
 
 
 def queue_rows(org: RunningServer) -> dict[str, tuple[str, int, str]]:
@@ -64,13 +76,7 @@ def test_mx_delivery_through_a_send_connector(
 ) -> None:
     org = outbound
     with SmtpSink("127.0.0.2") as sink:
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.2")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink)
         with submission(org) as s:
             s.send_message(
                 message(f"alice@{DOMAIN}", "friend@remote.test, bob@" + DOMAIN, "hello out"),
@@ -126,13 +132,7 @@ def test_permanent_failure_bounces_to_the_sender(
     org = outbound
     with SmtpSink("127.0.0.4") as sink:
         sink.handler.rcpt_replies["nobody@remote.test"] = "550 5.1.1 No such user here"
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.4")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink)
         with submission(org) as s:
             s.send_message(
                 message(f"alice@{DOMAIN}", "nobody@remote.test", "will bounce"),
@@ -176,13 +176,7 @@ def test_transient_failure_is_retried_then_delivered(
     org.server.outbound.policy = RetryPolicy(glitch_interval=0.2)
     with SmtpSink("127.0.0.5") as sink:
         sink.handler.data_replies = ["451 4.3.0 try again later"]
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.5")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink)
         with submission(org) as s:
             s.send_message(
                 message(f"alice@{DOMAIN}", "friend@remote.test", "second time lucky"),
@@ -222,13 +216,7 @@ def test_no_bounce_for_a_bounce(outbound: RunningServer, local_dns: dnsserver.Lo
     org = outbound
     with SmtpSink("127.0.0.7") as sink:
         sink.handler.rcpt_replies["nobody@remote.test"] = "550 5.1.1 No such user"
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.7")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink)
 
         async def inject() -> str:
             return await org.server.transport.submit(
@@ -249,13 +237,7 @@ def test_notify_success_through_a_relay(
     a peer with DSN gets NOTIFY passed on and reports itself."""
     org = outbound
     with SmtpSink("127.0.0.11", dsn=peer_dsn) as sink:
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.11")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink)
         with submission(org) as s:
             s.sendmail(
                 f"alice@{DOMAIN}",
@@ -282,16 +264,8 @@ def test_one_message_two_next_hops_leaves_the_queue(
     leaves the queue once both are done."""
     org = outbound
     with SmtpSink("127.0.0.12") as one, SmtpSink("127.0.0.13") as two:
-        local_dns.add("one.test", "MX", "10 mx.one.test")
-        local_dns.add("mx.one.test", "A", "127.0.0.12")
-        local_dns.add("two.test", "MX", "10 mx.two.test")
-        local_dns.add("mx.two.test", "A", "127.0.0.13")
-        for name, sink, space in (("One", one, "one.test"), ("Two", two, "two.test")):
-            cli(
-                org.data_dir,
-                "connector", "send", "new", name,
-                "--address-spaces", space, "--port", str(sink.port),
-            )  # fmt: skip
+        for name, sink, domain in (("One", one, "one.test"), ("Two", two, "two.test")):
+            mx_to_sink(org, local_dns, sink, domain=domain, name=name, spaces=domain)
         with submission(org) as s:
             for n in range(5):
                 s.send_message(
@@ -343,13 +317,7 @@ def test_frontend_proxy_connector_is_tracked_through_the_proxy(
 ) -> None:
     org = outbound
     with SmtpSink("127.0.0.15") as sink:
-        local_dns.add("remote.test", "MX", "10 mx.remote.test")
-        local_dns.add("mx.remote.test", "A", "127.0.0.15")
-        cli(
-            org.data_dir,
-            "connector", "send", "new", "Internet", "--frontend-proxy",
-            "--address-spaces", "*", "--port", str(sink.port),
-        )  # fmt: skip
+        mx_to_sink(org, local_dns, sink, "--frontend-proxy")
         with submission(org) as s:
             s.send_message(
                 message(f"alice@{DOMAIN}", "friend@remote.test", "via cas"),

@@ -18,20 +18,12 @@ import pytest
 import trustme
 
 from tests import dnsserver
-from tests.conftest import DOMAIN, cli, init_data_dir
+from tests.conftest import DOMAIN, cli, init_data_dir, wait_for
 from tests.integration.test_durability import ServeProcess, start_serve
 from tests.smtpsink import SmtpSink
 
 pytestmark = pytest.mark.slow
 local_dns = dnsserver.local_dns
-
-
-def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)
 
 
 def queued(data_dir: Path) -> list[dict[str, object]]:

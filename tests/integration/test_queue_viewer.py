@@ -12,8 +12,8 @@ import pytest
 from postwerk.transport.dns import Resolver
 from postwerk.transport.retry import RetryPolicy
 from tests import dnsserver
-from tests.conftest import DOMAIN, RunningServer, cli
-from tests.integration.test_outbound import events, wait_for
+from tests.conftest import DOMAIN, RunningServer, cli, wait_for
+from tests.integration.test_outbound import events
 from tests.integration.test_smtp_submission import message, submission
 from tests.smtpsink import SmtpSink
 

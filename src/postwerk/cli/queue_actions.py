@@ -36,12 +36,12 @@ from postwerk.store.records import (
     RecipientStatus,
     TrackingEvent,
     TransportCommit,
+    message_event,
 )
 from postwerk.transport.agents import QUARANTINE_HOP, release_quarantined
-from postwerk.transport.categorizer import UNREACHABLE
 from postwerk.transport.dsn import DsnKind, dsn_allowed
 from postwerk.transport.outbound import make_dsns, wants_dsn
-from postwerk.transport.routing import route
+from postwerk.transport.routing import reroute_row
 
 ADMIN_REMOVED = "550 4.3.2 QUEUE.Admin; message deleted by administrative action"
 
@@ -80,19 +80,14 @@ async def _load(c: _Ctx, queue_id: str) -> tuple[QueuedMessage, list[QueuedRecip
 def _event(
     c: _Ctx, m: QueuedMessage, event_id: str, rows: list[QueuedRecipient], status: str
 ) -> TrackingEvent:
-    return TrackingEvent(
+    return message_event(
+        m,
+        event_id,
+        "ADMIN",
+        tuple(r.address for r in rows),
+        status,
         timestamp=time.time(),
-        event_id=event_id,
-        source="ADMIN",
-        message_id=m.id,
-        internet_message_id=m.internet_message_id,
-        sender=m.sender,
-        return_path=m.sender,
-        recipients=tuple(r.address for r in rows),
-        recipient_status=status,
         server_hostname=c.settings.server.hostname,
-        total_bytes=m.size,
-        subject=m.subject,
     )
 
 
@@ -200,24 +195,9 @@ def queue_resume(queue_id: str, data_dir: Path, as_json: bool) -> None:
                     replace(r, status=RecipientStatus.READY, params=params, next_attempt=now)
                 )
                 continue
-            domain = r.address.rpartition("@")[2].lower()
-            found = route(connectors, domain, c.settings.server.hostname)
-            if found is None:
-                updated.append(
-                    replace(
-                        r, status=RecipientStatus.UNREACHABLE, next_hop=UNREACHABLE, params=params
-                    )
-                )
-            else:
-                updated.append(
-                    replace(
-                        r,
-                        status=RecipientStatus.READY,
-                        next_hop=found.next_hop,
-                        params=params,
-                        next_attempt=now,
-                    )
-                )
+            # Routed afresh even if its hop looks unchanged: it must become due now.
+            unheld = replace(r, status=RecipientStatus.UNREACHABLE, params=params)
+            updated.append(reroute_row(unheld, connectors, c.settings.server.hostname, now))
         await c.backend.sql.transport.commit(
             TransportCommit(
                 update=tuple(updated), events=(_event(c, message, "RESUME", updated, "resume"),)

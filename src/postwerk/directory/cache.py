@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from postwerk.store.api import DirectoryStore
-from postwerk.store.records import AcceptedDomain, Recipient, SendConnector
+from postwerk.store.records import AcceptedDomain, ReceiveConnector, Recipient, SendConnector
 
 T = TypeVar("T")
 log = structlog.get_logger("postwerk.directory")
@@ -86,6 +86,7 @@ class DirectoryCache:
     clock: Callable[[], float] = time.monotonic
     _domains: tuple[float, list[AcceptedDomain]] | None = None
     _send_connectors: tuple[float, list[SendConnector]] | None = None
+    _receive_connectors: tuple[float, list[ReceiveConnector]] | None = None
     _recipients: OrderedDict[str, tuple[float, Recipient | None]] = field(
         default_factory=OrderedDict
     )
@@ -99,77 +100,89 @@ class DirectoryCache:
         # ttl 0 (tests, or an admin who wants every change at once) never serves stale.
         return "stale" if self.ttl > 0 and age < self.ttl + self.stale_grace else "expired"
 
-    async def list_domains(self) -> list[AcceptedDomain]:
-        async def fetch() -> list[AcceptedDomain]:
-            domains = await self.store.list_domains()
-            self._domains = (self.clock(), domains)
-            return domains
+    async def _read(
+        self,
+        key: Hashable,
+        hit: tuple[float, T] | None,
+        fetch: Callable[[], Awaitable[T]],
+        keep: Callable[[T], None],
+    ) -> T:
+        """The cache policy, once: a fresh hit answers; a stale one answers and starts
+        one background refresh; otherwise one shared read. `keep` stores a result."""
 
-        if self._domains is not None:
-            state = self._state(self._domains[0])
+        async def load() -> T:
+            value = await fetch()
+            keep(value)
+            return value
+
+        if hit is not None:
+            state = self._state(hit[0])
             if state == "fresh":
-                return self._domains[1]
+                return hit[1]
             if state == "stale":
-                self._flights.refresh("domains", fetch)
-                return self._domains[1]
-        return await self._flights.load("domains", fetch)
+                self._flights.refresh(key, load)
+                return hit[1]
+        return await self._flights.load(key, load)
+
+    async def list_domains(self) -> list[AcceptedDomain]:
+        def keep(domains: list[AcceptedDomain]) -> None:
+            self._domains = (self.clock(), domains)
+
+        return await self._read("domains", self._domains, self.store.list_domains, keep)
 
     async def list_send_connectors(self) -> list[SendConnector]:
-        async def fetch() -> list[SendConnector]:
-            connectors = await self.store.list_send_connectors()
+        def keep(connectors: list[SendConnector]) -> None:
             self._send_connectors = (self.clock(), connectors)
-            return connectors
 
-        if self._send_connectors is not None:
-            state = self._state(self._send_connectors[0])
-            if state == "fresh":
-                return self._send_connectors[1]
-            if state == "stale":
-                self._flights.refresh("send_connectors", fetch)
-                return self._send_connectors[1]
-        return await self._flights.load("send_connectors", fetch)
+        return await self._read(
+            "send_connectors", self._send_connectors, self.store.list_send_connectors, keep
+        )
+
+    async def list_receive_connectors(self) -> list[ReceiveConnector]:
+        """Read for every new connection (which connector serves it)."""
+
+        def keep(connectors: list[ReceiveConnector]) -> None:
+            self._receive_connectors = (self.clock(), connectors)
+
+        return await self._read(
+            "receive_connectors",
+            self._receive_connectors,
+            self.store.list_receive_connectors,
+            keep,
+        )
 
     async def find_recipient(self, address: str) -> Recipient | None:
         key = address.lower()
 
-        async def fetch() -> Recipient | None:
-            recipient = await self.store.find_recipient(address)
+        def keep(recipient: Recipient | None) -> None:
             self._recipients[key] = (self.clock(), recipient)
             self._recipients.move_to_end(key)
             while len(self._recipients) > self.max_entries:
                 self._recipients.popitem(last=False)
-            return recipient
 
-        hit = self._recipients.get(key)
-        if hit is not None:
-            state = self._state(hit[0])
-            if state == "fresh":
-                return hit[1]
-            if state == "stale":
-                self._flights.refresh(("recipient", key), fetch)
-                return hit[1]
-        return await self._flights.load(("recipient", key), fetch)
+        return await self._read(
+            ("recipient", key),
+            self._recipients.get(key),
+            lambda: self.store.find_recipient(address),
+            keep,
+        )
 
     async def group_members(self, group_id: int) -> list[str]:
-        async def fetch() -> list[str]:
-            members = await self.store.group_members(group_id)
+        def keep(members: list[str]) -> None:
             if len(self._members) >= self.max_entries:
                 self._members.clear()
             self._members[group_id] = (self.clock(), members)
-            return members
 
-        hit = self._members.get(group_id)
-        if hit is not None:
-            state = self._state(hit[0])
-            if state == "fresh":
-                return hit[1]
-            if state == "stale":
-                self._flights.refresh(("group", group_id), fetch)
-                return hit[1]
-        return await self._flights.load(("group", group_id), fetch)
+        return await self._read(
+            ("group", group_id),
+            self._members.get(group_id),
+            lambda: self.store.group_members(group_id),
+            keep,
+        )
 
     def clear(self) -> None:
         self._domains = None
         self._send_connectors = None
+        self._receive_connectors = None
         self._recipients.clear()
         self._members.clear()

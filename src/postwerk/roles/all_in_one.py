@@ -14,14 +14,13 @@ from pathlib import Path
 import structlog
 
 from postwerk.config.settings import Settings
-from postwerk.directory.cache import DirectoryCache, SingleFlight
+from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.blobs import FileBlobStore
-from postwerk.store.records import ReceiveConnector
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
 from postwerk.transport.agents import AgentLoadError, load_agents
 from postwerk.transport.categorizer import Categorizer
@@ -30,8 +29,6 @@ from postwerk.transport.outbound import OutboundDelivery
 from postwerk.transport.retry import RetryPolicy
 from postwerk.transport.service import TransportService
 from postwerk.transport.smtp_client import OutboundClient
-
-CONNECTOR_CACHE_SECONDS = 5.0
 
 
 class PortInUse(Exception):
@@ -98,34 +95,6 @@ def directory_for(backend: Backend, settings: Settings) -> Directory:
 
 
 @dataclass
-class _ConnectorCache:
-    """Receive connectors, re-read every `ttl` seconds (admins change them with the CLI).
-
-    Past its ttl the old list still answers new connections while one background
-    read replaces it (see directory/cache.py); ttl 0 reads on every connection.
-    """
-
-    backend: Backend
-    ttl: float = CONNECTOR_CACHE_SECONDS
-    loaded: float = float("-inf")
-    value: list[ReceiveConnector] = field(default_factory=list)
-    flights: SingleFlight = field(default_factory=SingleFlight)
-
-    async def _fetch(self) -> list[ReceiveConnector]:
-        self.value = await self.backend.sql.directory.list_receive_connectors()
-        self.loaded = time.monotonic()
-        return self.value
-
-    async def get(self) -> list[ReceiveConnector]:
-        if time.monotonic() - self.loaded < self.ttl:
-            return self.value
-        if self.ttl > 0 and self.loaded > float("-inf"):
-            self.flights.refresh("connectors", self._fetch)
-            return self.value
-        return await self.flights.load("connectors", self._fetch)
-
-
-@dataclass
 class AllInOneServer:
     settings: Settings
     data_dir: Path
@@ -137,7 +106,6 @@ class AllInOneServer:
     listeners: list[SmtpListener] = field(default_factory=list)
     ephemeral_ports: bool = False  # tests: let the kernel pick every port
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
-    connector_cache_seconds: float = CONNECTOR_CACHE_SECONDS
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
 
     @property
@@ -154,8 +122,7 @@ class AllInOneServer:
         cert = cert if cert.is_absolute() else self.data_dir / cert
         key = key if key.is_absolute() else self.data_dir / key
         tls_context = server_context(cert, key, tls.minimum_version)
-        cache = _ConnectorCache(self.backend, self.connector_cache_seconds)
-        connectors = await cache.get()
+        connectors = await self.lookup.list_receive_connectors()
         throttle = LoginThrottle(
             time.monotonic,
             ThrottlePolicy(
@@ -172,7 +139,7 @@ class AllInOneServer:
             transport=self.transport,
             throttle=throttle,
             tls_context=tls_context,
-            connectors=cache.get,
+            connectors=self.lookup.list_receive_connectors,
             max_hop_count=settings.transport.max_hop_count,
             max_recipients_per_message=settings.transport.max_recipients_per_message,
             tarpit_override=self.tarpit_override,

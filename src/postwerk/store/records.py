@@ -258,6 +258,36 @@ class TrackingEvent:
     reference: str = ""
 
 
+def message_event(
+    message: QueuedMessage,
+    event_id: str,
+    source: str,
+    recipients: tuple[str, ...],
+    status: str = "",
+    *,
+    timestamp: float,
+    server_hostname: str,
+    **fields: str,
+) -> TrackingEvent:
+    """A tracking event about a queued message: its ids, sender, size and subject
+    filled in; `fields` (connector, client_ip, server_ip, ...) for the rest."""
+    return TrackingEvent(
+        timestamp=timestamp,
+        event_id=event_id,
+        source=source,
+        message_id=message.id,
+        internet_message_id=message.internet_message_id,
+        sender=message.sender,
+        return_path=message.sender,
+        recipients=recipients,
+        recipient_status=status,
+        server_hostname=server_hostname,
+        total_bytes=message.size,
+        subject=message.subject,
+        **fields,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TransportCommit:
     """What the transport service changes in one step, committed atomically.

@@ -42,7 +42,8 @@ from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
 from postwerk.core.replies import Reply
 from postwerk.store.records import QueuedRecipient, RecipientStatus
-from postwerk.transport.categorizer import UNREACHABLE, Categorization, Resolved
+from postwerk.transport.categorizer import Categorization, Resolved
+from postwerk.transport.routing import UNREACHABLE
 
 if TYPE_CHECKING:
     from postwerk.config.settings import AgentSettings

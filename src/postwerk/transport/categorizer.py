@@ -18,9 +18,8 @@ from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
 from postwerk.directory.cache import RecipientLookup
 from postwerk.store.records import DomainType, RecipientKind
-from postwerk.transport.routing import route
+from postwerk.transport.routing import UNREACHABLE, route
 
-UNREACHABLE = "Unreachable"
 MAILBOX_HOP = "mailbox:"  # + mailbox id: delivered by this organization's store driver
 MAX_EXPANSION_DEPTH = 10
 

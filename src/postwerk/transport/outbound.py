@@ -44,6 +44,7 @@ from postwerk.store.records import (
     SendConnector,
     TrackingEvent,
     TransportCommit,
+    message_event,
 )
 from postwerk.transport.dns import DnsFailure, Resolver
 from postwerk.transport.dsn import (
@@ -214,19 +215,14 @@ class OutboundDelivery:
         events = []
         if poisoned:
             events.append(
-                TrackingEvent(
+                message_event(
+                    message,
+                    "POISONMESSAGE",
+                    "SMTP",
+                    tuple(r.address for r in poisoned),
+                    poisoned[0].last_error,
                     timestamp=now,
-                    event_id="POISONMESSAGE",
-                    source="SMTP",
-                    message_id=message.id,
-                    internet_message_id=message.internet_message_id,
-                    sender=message.sender,
-                    return_path=message.sender,
-                    recipients=tuple(r.address for r in poisoned),
-                    recipient_status=poisoned[0].last_error,
                     server_hostname=self.server_hostname,
-                    total_bytes=message.size,
-                    subject=message.subject,
                 )
             )
             self.log.warning("poison_message", queue_id=message.id, recipients=len(poisoned))
@@ -470,41 +466,31 @@ class OutboundDelivery:
         now: float,
         via: str = "",
     ) -> TrackingEvent:
-        return TrackingEvent(
+        return message_event(
+            message,
+            o.event,
+            "SMTP",
+            (o.row.address,),
+            o.reply,
             timestamp=now,
-            event_id=o.event,
-            source="SMTP",
-            message_id=message.id,
-            internet_message_id=message.internet_message_id,
-            sender=message.sender,
-            return_path=message.sender,
-            recipients=(o.row.address,),
-            recipient_status=o.reply,
-            connector=parse_smtp_hop(o.row.next_hop)[0] + (f" via {via}" if via else ""),
-            client_ip=result.remote_ip or "" if result is not None else "",
-            server_ip="",
+            # The next hop's name and address stand where Exchange logs the remote server.
             server_hostname=(result.remote_host or "") if result is not None else "",
-            total_bytes=message.size,
-            subject=message.subject,
+            connector=parse_smtp_hop(o.row.next_hop)[0] + (f" via {via}" if via else ""),
+            client_ip=(result.remote_ip or "") if result is not None else "",
         )
 
     def _dsn_event(
         self, message: QueuedMessage, outcomes: Sequence[_Outcome], now: float
     ) -> TrackingEvent:
         kinds = sorted({o.dsn.value for o in outcomes if o.dsn is not None})
-        return TrackingEvent(
+        return message_event(
+            message,
+            "DSN",
+            "DSN",
+            tuple(o.row.address for o in outcomes),
+            ",".join(kinds),
             timestamp=now,
-            event_id="DSN",
-            source="DSN",
-            message_id=message.id,
-            internet_message_id=message.internet_message_id,
-            sender=message.sender,
-            return_path=message.sender,
-            recipients=tuple(o.row.address for o in outcomes),
-            recipient_status=",".join(kinds),
             server_hostname=self.server_hostname,
-            total_bytes=message.size,
-            subject=message.subject,
         )
 
 

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from postwerk.core.addresses import normalize_domain
 from postwerk.core.errors import InvalidName
-from postwerk.store.records import TLS_POLICIES, AddressSpace, SendConnector
+from postwerk.store.records import (
+    TLS_POLICIES,
+    AddressSpace,
+    QueuedRecipient,
+    RecipientStatus,
+    SendConnector,
+)
 
 SMTP_HOP = "smtp:"
+UNREACHABLE = "Unreachable"  # the next hop of recipients no send connector routes
 
 
 def parse_address_space(text: str) -> AddressSpace:
@@ -100,6 +107,26 @@ def route(
     if connector.smart_hosts:
         return Route(connector, f"{SMTP_HOP}{connector.name}")
     return Route(connector, f"{SMTP_HOP}{connector.name}:{domain}")
+
+
+def reroute_row(
+    row: QueuedRecipient, connectors: Iterable[SendConnector], server: str | None, now: float
+) -> QueuedRecipient:
+    """A queued external recipient routed with `connectors`: READY on the chosen
+    connector's next hop (due now), or UNREACHABLE; unchanged if its hop stays."""
+    found = route(connectors, row.address.rpartition("@")[2].lower(), server)
+    if found is None:
+        if row.next_hop == UNREACHABLE and row.status == RecipientStatus.UNREACHABLE:
+            return row
+        return replace(
+            row,
+            status=RecipientStatus.UNREACHABLE,
+            next_hop=UNREACHABLE,
+            last_error="no send connector",
+        )
+    if found.next_hop == row.next_hop and row.status == RecipientStatus.READY:
+        return row
+    return replace(row, status=RecipientStatus.READY, next_hop=found.next_hop, next_attempt=now)
 
 
 def parse_smtp_hop(next_hop: str) -> tuple[str, str | None]:

@@ -40,6 +40,7 @@ from postwerk.store.records import (
     SendConnector,
     TrackingEvent,
     TransportCommit,
+    message_event,
 )
 from postwerk.transport.agents import (
     AGENT_SOURCE,
@@ -52,12 +53,12 @@ from postwerk.transport.agents import (
     quarantine_rows,
     read_headers,
 )
-from postwerk.transport.categorizer import MAILBOX_HOP, UNREACHABLE, Categorizer
+from postwerk.transport.categorizer import MAILBOX_HOP, Categorizer
 from postwerk.transport.dsn import DsnKind, dsn_allowed
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
 from postwerk.transport.outbound import dsn_headers, make_dsns, wants_dsn
-from postwerk.transport.routing import SMTP_HOP, route
+from postwerk.transport.routing import SMTP_HOP, UNREACHABLE, reroute_row
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
 GLITCH_RETRIES = 4
@@ -534,43 +535,23 @@ class TransportService:
                     continue
                 if (r.message_id, r.address) in self._in_flight:
                     continue  # being delivered right now; the next pass sees its outcome
-                domain = r.address.rpartition("@")[2].lower()
-                found = route(connectors, domain, self.categorizer.server_name)
-                hop = found.next_hop if found is not None else UNREACHABLE
-                if hop == r.next_hop:
-                    continue
-                if found is None:
-                    moved.append(
-                        replace(
-                            r,
-                            status=RecipientStatus.UNREACHABLE,
-                            next_hop=UNREACHABLE,
-                            last_error="no send connector",
-                        )
-                    )
-                else:
-                    moved.append(
-                        replace(r, status=RecipientStatus.READY, next_hop=hop, next_attempt=now)
-                    )
+                routed = reroute_row(r, connectors, self.categorizer.server_name, now)
+                if routed is not r:
+                    moved.append(routed)
             if moved:
                 updates.extend(moved)
                 events.append(
-                    TrackingEvent(
+                    message_event(
+                        message,
+                        "RESUBMIT",
+                        "ROUTING",
+                        tuple(r.address for r in moved),
+                        "; ".join(sorted({r.next_hop for r in moved})),
                         timestamp=now,
-                        event_id="RESUBMIT",
-                        source="ROUTING",
-                        message_id=message.id,
-                        internet_message_id=message.internet_message_id,
-                        sender=message.sender,
-                        return_path=message.sender,
-                        recipients=tuple(r.address for r in moved),
-                        recipient_status="; ".join(sorted({r.next_hop for r in moved})),
+                        server_hostname=self.server_hostname,
                         connector=message.connector,
                         client_ip=message.client_ip,
                         server_ip=message.server_ip,
-                        server_hostname=self.server_hostname,
-                        total_bytes=message.size,
-                        subject=message.subject,
                     )
                 )
         if updates:
@@ -688,29 +669,22 @@ class TransportService:
     def _deliver_events(
         self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]
     ) -> list[TrackingEvent]:
-        events = []
-        for r in delivered:
-            msg = messages[r.message_id]
-            events.append(
-                TrackingEvent(
-                    timestamp=time.time(),
-                    event_id="DELIVER",
-                    source="STOREDRIVER",
-                    message_id=msg.id,
-                    internet_message_id=msg.internet_message_id,
-                    sender=msg.sender,
-                    return_path=msg.sender,
-                    recipients=(r.address,),
-                    recipient_status="250 2.0.0 Delivered to Inbox",
-                    connector=msg.connector,
-                    client_ip=msg.client_ip,
-                    server_ip=msg.server_ip or self.server_ip,
-                    server_hostname=self.server_hostname,
-                    total_bytes=msg.size,
-                    subject=msg.subject,
-                )
+        now = time.time()
+        return [
+            message_event(
+                messages[r.message_id],
+                "DELIVER",
+                "STOREDRIVER",
+                (r.address,),
+                "250 2.0.0 Delivered to Inbox",
+                timestamp=now,
+                server_hostname=self.server_hostname,
+                connector=messages[r.message_id].connector,
+                client_ip=messages[r.message_id].client_ip,
+                server_ip=messages[r.message_id].server_ip or self.server_ip,
             )
-        return events
+            for r in delivered
+        ]
 
     async def _forget_finished(self, message_ids: set[str]) -> None:
         """Drop queue rows of messages with nothing left to do (the blob stays: items use it)."""
