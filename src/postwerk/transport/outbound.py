@@ -397,10 +397,6 @@ class OutboundDelivery:
         via: str = "",
     ) -> None:
         done = {o.row.address: o.row for o in outcomes}
-        if any(r.address not in done and r.status not in FINAL for r in everyone):
-            # Others were pending when we looked (another next hop of the same message
-            # may have finished since): decide on the current rows.
-            everyone = await self.queue.recipients(message.id)
         everyone = [done.get(r.address, r) for r in everyone]
         finished = all(r.status in FINAL for r in everyone)
         events = [self._event(message, o, result, now, via) for o in outcomes]
@@ -421,7 +417,7 @@ class OutboundDelivery:
         if dsns:
             assert data is not None
             await self._send_dsns(message, dsns, data, result, now)
-        if not finished:
+        if not finished and all(o.row.status in FINAL for o in outcomes):
             # Another next hop of this message may have committed its last outcome while
             # we worked, each of us seeing the other still pending: look once more now
             # that our outcome is stored (commits are serial, so the later one sees both).
