@@ -451,3 +451,21 @@ def test_serve_sigterm_exits_0_and_removes_pid_file(org: Initialized, served: Se
 def test_config_reference_is_the_committed_doc() -> None:
     committed = (REPO / "docs" / "configuration.md").read_text("utf-8")
     assert ok("config", "reference") == committed, "docs/configuration.md is stale: run `make docs`"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["new", "Bad"], "--address-spaces is required"),
+        (["new", "Bad", "--address-spaces", "x..y"], "invalid domain"),
+        (["new", "Bad", "--address-spaces", "*", "--smart-hosts", "h:70000"], "invalid port"),
+        (["new", "Bad", "--address-spaces", "*", "--auth-user", "u"], "--auth-password-stdin"),
+        (["set", "Nope", "--port", "26"], "no send connector named"),
+        (["remove", "Nope"], "not found"),
+    ],
+)
+def test_send_connector_errors_are_one_line(
+    org: Initialized, args: list[str], fragment: str
+) -> None:
+    assert_one_line_error(run("connector", "send", *args, data_dir=org.data_dir), fragment)
+    assert "Bad" not in ok("connector", "send", "list", data_dir=org.data_dir)

@@ -9,9 +9,11 @@ from postwerk.store.records import AddressSpace, SendConnector
 from postwerk.transport.routing import (
     choose_connector,
     parse_address_space,
+    parse_smart_host,
     parse_smtp_hop,
     route,
     specificity,
+    validate_send_connector,
 )
 
 
@@ -94,3 +96,52 @@ def test_next_hops() -> None:
     assert parse_smtp_hop("smtp:Relay") == ("Relay", None)
     with pytest.raises(ValueError):
         parse_smtp_hop("mailbox:3")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("relay.isp.test", ("relay.isp.test", None)),
+        ("Relay.ISP.test:587", ("relay.isp.test", 587)),
+        ("[192.0.2.1]", ("192.0.2.1", None)),
+        ("[2001:db8::1]:25", ("2001:db8::1", 25)),
+    ],
+)
+def test_parse_smart_host(text: str, expected: tuple[str, int | None]) -> None:
+    assert parse_smart_host(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[192.0.2.1", "[not-an-ip]", "[192.0.2.1]587", "host:0", "host:70000", "host:x", "a..b"],
+)
+def test_parse_smart_host_rejects(text: str) -> None:
+    with pytest.raises(InvalidName):
+        parse_smart_host(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"name": "a:b"}, "name"),
+        ({"name": " padded"}, "name"),
+        ({"address_spaces": ()}, "address space"),
+        ({"tls": "maybe"}, "TLS policy"),
+        ({"port": 0}, "port"),
+        ({"auth_user": "u"}, "both a user and a password"),
+        ({"auth_user": "u", "auth_password": "p"}, "smart hosts"),
+        (
+            {"auth_user": "u", "auth_password": "p", "smart_hosts": ("h",), "tls": "none"},
+            "needs TLS",
+        ),
+        ({"smart_hosts": ("[bad",)}, "smart host"),
+        ({"max_message_size": 0}, "max message size"),
+    ],
+)
+def test_validate_send_connector_refuses(changes: dict[str, object], reason: str) -> None:
+    import dataclasses
+
+    good = conn("Internet", "*")
+    assert validate_send_connector(good) is good
+    with pytest.raises(InvalidName, match=reason):
+        validate_send_connector(dataclasses.replace(good, **changes))  # type: ignore[arg-type]
