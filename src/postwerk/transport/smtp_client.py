@@ -1,7 +1,8 @@
 """The outbound SMTP client of send connectors: one transaction to one next hop.
 
-Built on aiosmtplib for Internet delivery (see ../shared/reference/library-evaluation.md
-§2); the client half of our sans-I/O SMTP module replaces it later (PIPELINING, BDAT).
+The protocol lives in the sans-I/O module protocols/smtp/client.py (reply
+parsing, EHLO extensions, the transaction with PIPELINING and BDAT); this module
+drives it over asyncio streams and adds hosts, TLS, AUTH, reuse and limits.
 Operator documentation: docs/smtp-client.md.
 
 API
@@ -49,6 +50,13 @@ Behaviour, and the choices made where the RFCs leave room
 - DSN: NOTIFY and ORCPT per recipient, RET and ENVID on MAIL, only when the
   peer advertises DSN (RFC 3461 §5.1: otherwise the relaying MTA itself is
   responsible for the notifications). Other parameters are not relayed.
+- PIPELINING (RFC 2920): when offered, MAIL, every RCPT and DATA go out in one
+  write and the replies are matched in order; a DATA answered 354 although no
+  recipient was accepted gets an empty body (the lone dot), then RSET.
+- CHUNKING (RFC 3030): when offered, the body goes as BDAT chunks of at most
+  1 MiB (one `BDAT n LAST` for most messages), not dot-stuffed; pipelined
+  together with MAIL and RCPT when PIPELINING is offered too. A refused chunk
+  fails the message for every accepted recipient.
 - Results: RCPT replies per recipient; no accepted recipient → no DATA; the
   reply to the end of data applies to every accepted recipient. 2xx delivered,
   5xx permanent, everything else transient. A reply without an enhanced status
@@ -74,6 +82,7 @@ Behaviour, and the choices made where the RFCs leave room
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import ssl
@@ -81,21 +90,18 @@ from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import aiosmtplib
 import structlog
-from aiosmtplib import (
-    SMTPAuthenticationError,
-    SMTPConnectError,
-    SMTPConnectResponseError,
-    SMTPConnectTimeoutError,
-    SMTPDataError,
-    SMTPException,
-    SMTPHeloError,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-)
 
+from postwerk.protocols.smtp.client import (
+    Extensions,
+    ReplyError,
+    ReplyReader,
+    ServerReply,
+    Step,
+    Transaction,
+    mail_command,
+    rcpt_command,
+)
 from postwerk.protocols.smtp.xtext import xtext_encode
 
 __all__ = [
@@ -109,10 +115,10 @@ __all__ = [
 
 log = structlog.get_logger("postwerk.transport.smtp_client")
 
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:[ \t]+|$)")
 _ATOM = re.compile(r"^[A-Za-z0-9,._-]+$")  # NOTIFY and RET values: keywords and commas
 _ADDR_TYPE = re.compile(r"^[A-Za-z0-9-]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a CR or LF would inject commands
+_READ_SIZE = 1 << 16
 _QUIT_TIMEOUT = 5.0  # a polite QUIT on an idle connection must not hold close() for long
 
 
@@ -238,24 +244,8 @@ class _Reply:
         return f"{self.code} {self.status} {self.text}".rstrip()
 
 
-def _parse_reply(code: int, message: str) -> _Reply:
-    """Split the enhanced status code off a reply (RFC 2034), or synthesize one."""
-    cls = str(code)[:1]
-    status: str | None = None
-    parts: list[str] = []
-    for raw in message.split("\n"):
-        line = raw.strip()
-        m = _ENHANCED.match(line)
-        # RFC 3463 §2: the class must match the reply code's, or the detail is bogus.
-        if m is not None and m.group(1) == cls:
-            if status is None:
-                status = f"{m.group(1)}.{m.group(2)}.{m.group(3)}"
-            line = line[m.end() :]
-        if line:
-            parts.append(line)
-    if status is None:
-        status = f"{cls}.0.0" if cls in "245" else "4.0.0"
-    return _Reply(code, status, " ".join(parts), remote=True)
+def _remote(reply: ServerReply) -> _Reply:
+    return _Reply(reply.code, reply.status, reply.text, remote=True)
 
 
 def _local(code: int, status: str, text: str) -> _Reply:
@@ -282,6 +272,58 @@ class _TlsFallback(Exception):
     """The STARTTLS handshake failed under OPPORTUNISTIC: retry the host in plaintext."""
 
 
+class _Lost(Exception):
+    """The connection closed (or failed) before the reply we waited for."""
+
+
+class _Wire:
+    """One TCP connection, plaintext or TLS: write bytes, read whole replies."""
+
+    __slots__ = ("reader", "replies", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.replies = ReplyReader()
+
+    @property
+    def connected(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    async def reply(self, timeout: float) -> ServerReply:
+        """The next reply; raises _Lost, TimeoutError or ReplyError."""
+        reply = self.replies.next_reply()
+        if reply is not None:
+            return reply
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    data = await self.reader.read(_READ_SIZE)
+                except OSError as exc:  # reset, or a TLS alert after the handshake
+                    raise _Lost(str(exc)) from exc
+                if not data:
+                    raise _Lost("connection closed")
+                self.replies.feed(data)
+                reply = self.replies.next_reply()
+                if reply is not None:
+                    return reply
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        try:
+            await self.writer.drain()  # returns at once below the transport's high-water mark
+        except OSError as exc:
+            raise _Lost(str(exc)) from exc
+
+    async def command(self, line: bytes, timeout: float) -> ServerReply:
+        async with asyncio.timeout(timeout):
+            await self.send(line)
+        return await self.reply(timeout)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 @dataclass(frozen=True)
 class _PoolKey:
     name: str
@@ -297,8 +339,9 @@ class _PoolKey:
 
 @dataclass(eq=False)
 class _Session:
-    smtp: aiosmtplib.SMTP
+    wire: _Wire
     key: _PoolKey
+    extensions: Extensions
     tls: str | None
     tls_verified: bool
     messages: int = 0
@@ -324,11 +367,8 @@ class _Limit:
         self.users = 0
 
 
-def _describe_tls(smtp: aiosmtplib.SMTP) -> str | None:
-    transport = smtp.transport
-    if transport is None:
-        return None
-    obj = transport.get_extra_info("ssl_object")
+def _describe_tls(writer: asyncio.StreamWriter) -> str | None:
+    obj = writer.get_extra_info("ssl_object")
     if obj is None:
         return None
     version = (obj.version() or "TLS").replace("v", "").replace(".", "_")
@@ -343,6 +383,19 @@ def _xtext_orcpt(value: str) -> str:
     return f"{addr_type};{xtext_encode(address)}"
 
 
+def _b64(text: str) -> bytes:
+    return base64.b64encode(text.encode("utf-8"))
+
+
+_STAGE = {
+    Step.MAIL: "sending MAIL FROM",
+    Step.RCPT: "sending RCPT TO",
+    Step.DATA: "sending message data",
+    Step.BODY: "sending message data",
+    Step.CHUNK: "sending message data",
+}
+
+
 class OutboundClient:
     """Sends messages to next hops, keeping connections for reuse; one per process."""
 
@@ -353,6 +406,8 @@ class OutboundClient:
         max_idle_per_key: int = 4,
         idle_timeout: float = 30.0,
         max_messages_per_connection: int = 20,
+        pipelining: bool = True,
+        chunking: bool = True,
     ) -> None:
         if max_connections_per_destination < 1:
             raise ValueError("max_connections_per_destination must be at least 1")
@@ -360,6 +415,8 @@ class OutboundClient:
         self.max_idle_per_key = max_idle_per_key
         self.idle_timeout = idle_timeout
         self.max_messages_per_connection = max_messages_per_connection
+        self.pipelining = pipelining  # use PIPELINING when offered (RFC 2920)
+        self.chunking = chunking  # use BDAT when CHUNKING is offered (RFC 3030)
         self._idle: dict[_PoolKey, list[_Session]] = {}
         self._limits: dict[Hashable, _Limit] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -380,6 +437,8 @@ class OutboundClient:
         self._closed = True
         for sessions in self._idle.values():
             for session in sessions:
+                if session.idle_handle is not None:
+                    session.idle_handle.cancel()
                 self._retire(session)
         self._idle.clear()
         if self._retiring:
@@ -403,7 +462,7 @@ class OutboundClient:
                 # The idle connection had died meanwhile: harmless, open another.
                 log.debug("stale_connection", host=session.label, detail=outcome.detail)
             try:
-                session = await self._open(dest, name, address)
+                session = await self._open(dest, key)
             except _HostFailure as failure:
                 failures.append(failure.detail)
                 last = failure.reply
@@ -438,106 +497,111 @@ class OutboundClient:
 
     # -- opening a session ----------------------------------------------------
 
-    async def _open(self, dest: Destination, name: str, address: str) -> _Session:
-        key = self._key(dest, name, address)
+    async def _open(self, dest: Destination, key: _PoolKey) -> _Session:
         try:
             return await self._connect(dest, key, dest.tls)
         except _TlsFallback as fallback:
-            log.info("tls_fallback_plaintext", host=f"{name}[{address}]", error=str(fallback))
+            log.info(
+                "tls_fallback_plaintext", host=f"{key.name}[{key.address}]", error=str(fallback)
+            )
             return await self._connect(dest, key, TlsPolicy.NONE)
 
     async def _connect(self, dest: Destination, key: _PoolKey, policy: TlsPolicy) -> _Session:
         label = f"{key.name}[{key.address}]"
-        smtp = aiosmtplib.SMTP(
-            hostname=key.address,
-            port=dest.port,
-            local_hostname=dest.helo_name,
-            timeout=dest.command_timeout,
-            start_tls=False,  # STARTTLS is decided here, by policy
-        )
+        wire: _Wire | None = None
         try:
-            await smtp.connect(timeout=dest.connect_timeout)
-        except SMTPConnectResponseError as exc:
-            reply = _parse_reply(exc.code, exc.message)
-            raise _HostFailure(
-                _soften(reply), f"host {label} refused to talk to me: {reply.line}"
-            ) from exc
-        except SMTPConnectTimeoutError as exc:
+            async with asyncio.timeout(dest.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    key.address, dest.port, limit=_READ_SIZE
+                )
+                wire = _Wire(reader, writer)
+                greeting = await wire.reply(dest.connect_timeout)
+        except TimeoutError as exc:
+            if wire is not None:
+                wire.close()
             raise _HostFailure(
                 _local(451, "4.4.1", f"connection to {label} timed out"),
                 f"connect to {label}:{dest.port}: timed out",
             ) from exc
-        except (SMTPConnectError, OSError) as exc:
+        except (OSError, _Lost) as exc:
+            if wire is not None:
+                wire.close()
             raise _HostFailure(
                 _local(451, "4.4.1", f"no answer from host {label}"),
                 f"connect to {label}:{dest.port}: {exc}",
             ) from exc
-        except SMTPException as exc:
+        except ReplyError as exc:
+            assert wire is not None
+            wire.close()
             text = f"protocol error with {label} while receiving the greeting: {exc}"
             raise _HostFailure(_local(451, "4.5.0", text), text) from exc
+        if greeting.code != 220:
+            wire.close()
+            reply = _remote(greeting)
+            raise _HostFailure(_soften(reply), f"host {label} refused to talk to me: {reply.line}")
         try:
-            return await self._handshake(dest, key, policy, smtp, label)
+            return await self._handshake(dest, key, policy, wire, label)
         except BaseException:
-            smtp.close()
+            wire.close()
             raise
 
     async def _handshake(
-        self,
-        dest: Destination,
-        key: _PoolKey,
-        policy: TlsPolicy,
-        smtp: aiosmtplib.SMTP,
-        label: str,
+        self, dest: Destination, key: _PoolKey, policy: TlsPolicy, wire: _Wire, label: str
     ) -> _Session:
         stage = "performing the EHLO handshake"
         try:
-            await self._hello(smtp, label)
+            extensions = await self._hello(wire, dest, label)
             tls: str | None = None
             verified = False
             if policy is not TlsPolicy.NONE:
                 stage = "performing STARTTLS"
-                if smtp.supports_extension("starttls"):
+                if "STARTTLS" in extensions:
                     context, verified = self._tls_context(dest)
-                    if await self._starttls(smtp, context, key.name, policy, label):
+                    if await self._starttls(wire, dest, context, key.name, policy, label):
                         stage = "performing the EHLO handshake after STARTTLS"
-                        await self._hello(smtp, label)  # RFC 3207 §4.2: forget the old EHLO
-                        tls = _describe_tls(smtp)
+                        # RFC 3207 §4.2: forget everything learnt before TLS.
+                        extensions = await self._hello(wire, dest, label)
+                        tls = _describe_tls(wire.writer)
                     else:
                         verified = False
                 elif policy is TlsPolicy.REQUIRED:
-                    await self._quit_quietly(smtp)
+                    await self._quit_quietly(wire)
                     text = f"TLS is required, but was not offered by host {label}"
                     raise _HostFailure(_local(451, "4.7.4", text), text)
             if dest.auth is not None:
                 stage = "authenticating"
-                await self._authenticate(smtp, dest, tls is not None, label)
-        except SMTPServerDisconnected as exc:
+                await self._authenticate(wire, dest, extensions, tls is not None, label)
+        except _Lost as exc:
             text = f"lost connection with {label} while {stage}"
             raise _HostFailure(_local(451, "4.4.2", text), text) from exc
-        except SMTPTimeoutError as exc:
+        except TimeoutError as exc:
             text = f"conversation with {label} timed out while {stage}"
             raise _HostFailure(_local(451, "4.4.2", text), text) from exc
-        except SMTPException as exc:
-            # A reply aiosmtplib cannot parse: the session is out of step.
+        except ReplyError as exc:
             text = f"protocol error with {label} while {stage}: {exc}"
             raise _HostFailure(_local(451, "4.5.0", text), text) from exc
-        return _Session(smtp=smtp, key=key, tls=tls, tls_verified=verified and tls is not None)
+        return _Session(
+            wire=wire,
+            key=key,
+            extensions=extensions,
+            tls=tls,
+            tls_verified=verified and tls is not None,
+        )
 
-    async def _hello(self, smtp: aiosmtplib.SMTP, label: str) -> None:
-        try:
-            await smtp.ehlo()
-            return
-        except SMTPHeloError as exc:
-            if exc.code == 421 or not smtp.is_connected:
-                reply = _parse_reply(exc.code, exc.message)
-                raise _HostFailure(
-                    _soften(reply), f"host {label} refused to talk to me: {reply.line}"
-                ) from exc
-        try:
-            await smtp.helo()  # an RFC 821 server: no extensions
-        except SMTPHeloError as exc:
-            reply = _parse_reply(exc.code, exc.message)
-            raise _HostFailure(_soften(reply), f"host {label} refused HELO: {reply.line}") from exc
+    async def _hello(self, wire: _Wire, dest: Destination, label: str) -> Extensions:
+        helo = dest.helo_name.encode("ascii", "replace")
+        reply = await wire.command(b"EHLO " + helo + b"\r\n", dest.command_timeout)
+        if reply.code == 250:
+            return Extensions.from_ehlo(reply)
+        if reply.code == 421:
+            ehlo = _remote(reply)
+            raise _HostFailure(_soften(ehlo), f"host {label} refused to talk to me: {ehlo.line}")
+        # An RFC 821 server: no extensions.
+        reply = await wire.command(b"HELO " + helo + b"\r\n", dest.command_timeout)
+        if reply.code != 250:
+            refused = _remote(reply)
+            raise _HostFailure(_soften(refused), f"host {label} refused HELO: {refused.line}")
+        return Extensions()
 
     def _tls_context(self, dest: Destination) -> tuple[ssl.SSLContext, bool]:
         """The context for STARTTLS and whether it verifies the peer's name."""
@@ -546,6 +610,7 @@ class OutboundClient:
             if context is None:
                 if self._system_context is None:
                     self._system_context = ssl.create_default_context()
+                    self._system_context.minimum_version = ssl.TLSVersion.TLSv1_2
                 context = self._system_context
             verifies = context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
             return context, verifies
@@ -554,64 +619,84 @@ class OutboundClient:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
             self._unverified_context = context
         return self._unverified_context, False
 
     async def _starttls(
         self,
-        smtp: aiosmtplib.SMTP,
+        wire: _Wire,
+        dest: Destination,
         context: ssl.SSLContext,
         name: str,
         policy: TlsPolicy,
         label: str,
     ) -> bool:
         """True when TLS is up; False to go on in plaintext (OPPORTUNISTIC, refused)."""
-        try:
-            await smtp.starttls(server_hostname=name, tls_context=context)
-            return True
-        except SMTPResponseException as exc:
-            reply = _parse_reply(exc.code, exc.message)
-            text = f"host {label} refused STARTTLS: {reply.line}"
+        reply = await wire.command(b"STARTTLS\r\n", dest.command_timeout)
+        if reply.code != 220:
+            refused = _remote(reply)
+            text = f"host {label} refused STARTTLS: {refused.line}"
             if policy is TlsPolicy.REQUIRED:
-                await self._quit_quietly(smtp)
-                raise _HostFailure(_local(451, "4.7.5", text), text) from exc
-            if not smtp.is_connected:  # 421: the host is going away, TLS or not
-                raise _HostFailure(_soften(reply), text) from exc
-            log.info("starttls_refused_plaintext", host=label, reply=reply.line)
+                await self._quit_quietly(wire)
+                raise _HostFailure(_local(451, "4.7.5", text), text)
+            if reply.code == 421:  # the host is going away, TLS or not
+                raise _HostFailure(_soften(refused), text)
+            log.info("starttls_refused_plaintext", host=label, reply=refused.line)
             return False
-        except (OSError, SMTPException) as exc:
-            # ssl.SSLError (verification included) is an OSError; the connection is unusable.
-            smtp.close()
+        if wire.replies.buffered:
+            # Plaintext sent after the 220 would be read as if it came over TLS
+            # (CVE-2011-0411 in reverse): the peer is broken or an attacker is in the path.
+            wire.close()
+            text = f"host {label} sent data after its STARTTLS reply"
             if policy is TlsPolicy.REQUIRED:
-                text = f"TLS handshake with {label} failed: {exc}"
+                raise _HostFailure(_local(451, "4.7.5", text), text)
+            raise _TlsFallback(text)
+        try:
+            async with asyncio.timeout(dest.command_timeout):
+                await wire.writer.start_tls(context, server_hostname=name)
+        except (OSError, TimeoutError) as exc:
+            # ssl.SSLError (verification included) is an OSError; the connection is unusable.
+            wire.close()
+            detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            if policy is TlsPolicy.REQUIRED:
+                text = f"TLS handshake with {label} failed: {detail}"
                 raise _HostFailure(_local(451, "4.7.5", text), text) from exc
-            raise _TlsFallback(str(exc)) from exc
+            raise _TlsFallback(f"TLS handshake failed: {detail}") from exc
+        return True
 
     async def _authenticate(
-        self, smtp: aiosmtplib.SMTP, dest: Destination, over_tls: bool, label: str
+        self, wire: _Wire, dest: Destination, extensions: Extensions, over_tls: bool, label: str
     ) -> None:
         assert dest.auth is not None
         user, password = dest.auth
         if not over_tls and not dest.allow_plaintext_auth:
-            await self._quit_quietly(smtp)
+            await self._quit_quietly(wire)
             text = f"refusing to send credentials to {label} without TLS"
             raise _HostFailure(_local(451, "4.7.10", text), text)
-        methods = smtp.server_auth_methods
-        try:
-            if "plain" in methods:
-                await smtp.auth_plain(user, password)
-            elif "login" in methods:
-                await smtp.auth_login(user, password)
-            else:
-                await self._quit_quietly(smtp)
-                text = f"host {label} offers no AUTH PLAIN or LOGIN"
-                raise _HostFailure(_local(451, "4.7.0", text), text)
-        except SMTPAuthenticationError as exc:
-            reply = _parse_reply(exc.code, exc.message)
-            await self._quit_quietly(smtp)
+        methods = extensions.auth_mechanisms
+        timeout = dest.command_timeout
+        if "PLAIN" in methods:
+            token = base64.b64encode(f"\0{user}\0{password}".encode())
+            reply = await wire.command(b"AUTH PLAIN " + token + b"\r\n", timeout)
+        elif "LOGIN" in methods:
+            reply = await wire.command(b"AUTH LOGIN\r\n", timeout)
+            if reply.code == 334:
+                reply = await wire.command(_b64(user) + b"\r\n", timeout)
+            if reply.code == 334:
+                reply = await wire.command(_b64(password) + b"\r\n", timeout)
+        else:
+            await self._quit_quietly(wire)
+            text = f"host {label} offers no AUTH PLAIN or LOGIN"
+            raise _HostFailure(_local(451, "4.7.0", text), text)
+        if reply.code != 235:
+            if reply.code == 334:
+                await wire.send(b"*\r\n")  # cancel an exchange we cannot complete (RFC 4954 §4)
+            refused = _remote(reply)
+            await self._quit_quietly(wire)
             raise _HostFailure(
-                _soften(reply), f"authentication with {label} failed: {reply.line}"
-            ) from exc
+                _soften(refused), f"authentication with {label} failed: {refused.line}"
+            )
 
     # -- one transaction ------------------------------------------------------
 
@@ -622,16 +707,17 @@ class OutboundClient:
             outcome = await self._transact(session, dest, msg)
         except BaseException:
             # Cancelled, or a bug: the session state is unknown, so it must not be reused.
-            session.smtp.close()
+            session.wire.close()
             raise
         if isinstance(outcome, _Stale):
-            session.smtp.close()
+            session.wire.close()
         return outcome
 
     async def _transact(
         self, session: _Session, dest: Destination, msg: OutboundMessage
     ) -> SendResult | _Stale:
-        smtp = session.smtp
+        wire = session.wire
+        ext = session.extensions
         label = session.label
         n = len(msg.recipients)
         results: list[RecipientResult | None] = [None] * n
@@ -645,7 +731,7 @@ class OutboundClient:
                 tls_verified=session.tls_verified,
                 connection_error=error,
                 connection_reused=session.reused,
-                dsn_supported=smtp.supports_extension("dsn"),
+                dsn_supported="DSN" in ext,
             )
 
         def fill(reply: _Reply, only: Sequence[int] | None = None) -> None:
@@ -653,121 +739,104 @@ class OutboundClient:
                 if results[i] is None:
                     results[i] = self._result(msg.recipients[i][0], reply)
 
+        def settle(tx: Transaction) -> None:
+            """Every recipient whose outcome the replies read so far decide."""
+            if tx.mail_reply is not None and tx.mail_reply.code != 250:
+                fill(_remote(tx.mail_reply))
+            for i, rcpt_reply in enumerate(tx.recipient_replies):
+                if rcpt_reply is not None and rcpt_reply.code not in (250, 251):
+                    fill(_remote(rcpt_reply), [i])
+            if tx.body_reply is not None:
+                fill(_remote(tx.body_reply), tx.accepted)
+
         # Checks before MAIL: failures here leave the session clean for the next message.
         utf8 = msg.needs_smtputf8 or not msg.sender.isascii()
         utf8 = utf8 or any(not addr.isascii() for addr, _ in msg.recipients)
-        if utf8 and not smtp.supports_extension("smtputf8"):
+        if utf8 and "SMTPUTF8" not in ext:
             text = f"SMTPUTF8 is required, but was not offered by host {label}"
             fill(_local(554, "5.6.7", text))
             await self._release(session, clean=True)
             return finish()
-        size_limit = self._size_limit(smtp)
+        size_limit = ext.size_limit
         if size_limit and len(msg.data) > size_limit:
             text = f"message size {len(msg.data)} exceeds size limit {size_limit} of {label}"
             fill(_local(552, "5.3.4", text))
             await self._release(session, clean=True)
             return finish()
 
-        encoding = "utf-8" if utf8 else "ascii"
-        dsn = smtp.supports_extension("dsn")
+        dsn = "DSN" in ext
         session.messages += 1
-
-        # MAIL: nothing is committed yet, so a dead session is "stale", not a failure.
+        tx = Transaction(
+            mail=mail_command(msg.sender, self._mail_params(ext, msg, utf8, dsn), utf8=utf8),
+            rcpts=[
+                rcpt_command(address, self._rcpt_params(params, dsn), utf8=utf8)
+                for address, params in msg.recipients
+            ],
+            data=msg.data,
+            pipelining=self.pipelining and "PIPELINING" in ext,
+            chunking=self.chunking and "CHUNKING" in ext,
+        )
+        out = tx.first_write()
+        step = Step.MAIL
         try:
-            reply = await self._command(
-                smtp,
-                b"MAIL",
-                b"FROM:<" + msg.sender.encode(encoding) + b">",
-                *self._mail_params(smtp, msg, utf8, dsn),
-                timeout=dest.command_timeout,
-            )
-        except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-            lost = self._lost(exc, label, "sending MAIL FROM")
-            return _Stale(lost, lost.text)
-        if reply.code == 421:
-            return _Stale(reply, f"host {label} said: {reply.line} (in reply to MAIL FROM)")
-        if reply.code != 250:
-            fill(reply)
-            await self._release(session, clean=False)
-            return finish()
-
-        accepted: list[int] = []
-        for i, (address, params) in enumerate(msg.recipients):
-            try:
-                reply = await self._command(
-                    smtp,
-                    b"RCPT",
-                    b"TO:<" + address.encode(encoding) + b">",
-                    *self._rcpt_params(params, dsn),
-                    timeout=dest.command_timeout,
-                )
-            except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-                lost = self._lost(exc, label, "sending RCPT TO")
-                fill(lost)
-                smtp.close()
-                return finish(lost.text)
-            if reply.code in (250, 251):
-                accepted.append(i)
-                continue
-            if reply.code == 421:
-                # The server closes the channel: accepted recipients are lost with it.
-                fill(reply)
-                smtp.close()
-                return finish(f"host {label} said: {reply.line} (in reply to RCPT TO)")
-            fill(reply, [i])
-        if not accepted:
-            await self._release(session, clean=False)
-            return finish()
-
-        try:
-            response = await smtp.data(msg.data, timeout=dest.data_timeout)
-            reply = _parse_reply(response.code, response.message)
-        except SMTPDataError as exc:
-            reply = _parse_reply(exc.code, exc.message)
-            if reply.code == 421:
-                fill(reply)
-                smtp.close()
-                return finish(f"host {label} said: {reply.line} (in reply to DATA)")
-        except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-            # Whether the peer took the message is unknown: RFC 5321 §6.1 accepts a duplicate.
-            lost = self._lost(exc, label, "sending message data")
+            while True:
+                if out:
+                    async with asyncio.timeout(dest.data_timeout):
+                        await wire.send(out)
+                if tx.done:
+                    break
+                next_step = tx.expect()
+                if next_step is None:
+                    break
+                step = next_step
+                timeout = dest.command_timeout
+                if step is Step.BODY or step is Step.CHUNK:
+                    timeout = dest.data_timeout
+                reply = await wire.reply(timeout)
+                if reply.code == 421:
+                    # The server closes the channel: what was not answered is lost with it.
+                    said = _remote(reply)
+                    if step is Step.MAIL:
+                        return _Stale(
+                            said, f"host {label} said: {said.line} (in reply to MAIL FROM)"
+                        )
+                    wire.close()
+                    settle(tx)
+                    fill(said)
+                    what = "RCPT TO" if step is Step.RCPT else "DATA"
+                    return finish(f"host {label} said: {said.line} (in reply to {what})")
+                out = tx.on_reply(reply)
+        except (_Lost, TimeoutError, ReplyError) as exc:
+            lost = self._lost(exc, label, _STAGE[step])
+            if step is Step.MAIL:
+                # Nothing can have been accepted before the reply to MAIL.
+                return _Stale(lost, lost.text)
+            wire.close()
+            settle(tx)
             fill(lost)
-            smtp.close()
             return finish(lost.text)
-        fill(reply, accepted)
-        # SMTPDataError does not tell a refused DATA command (transaction still open)
-        # from a refused end of data: RSET after any refusal.
-        await self._release(session, clean=reply.code == 250)
+
+        settle(tx)
+        # Whatever is left had no reply (cannot happen with a well-behaved peer).
+        fill(_local(451, "4.5.0", f"protocol error with {label}: missing reply"))
+        await self._release(session, clean=not tx.needs_rset)
         return finish()
 
     @staticmethod
     def _lost(exc: BaseException, label: str, stage: str) -> _Reply:
         """The synthesized reply for a session that broke: no reply, or no usable one."""
-        if isinstance(exc, SMTPTimeoutError):
+        if isinstance(exc, TimeoutError):
             return _local(451, "4.4.2", f"conversation with {label} timed out while {stage}")
-        if isinstance(exc, SMTPServerDisconnected):
+        if isinstance(exc, _Lost):
             return _local(451, "4.4.2", f"lost connection with {label} while {stage}")
         return _local(451, "4.5.0", f"protocol error with {label} while {stage}: {exc}")
 
     @staticmethod
-    async def _command(smtp: aiosmtplib.SMTP, *args: bytes, timeout: float) -> _Reply:
-        response = await smtp.execute_command(*args, timeout=timeout)
-        return _parse_reply(response.code, response.message)
-
-    @staticmethod
-    def _size_limit(smtp: aiosmtplib.SMTP) -> int:
-        """The peer's SIZE (RFC 1870); 0 when none or "no fixed maximum"."""
-        value = smtp.esmtp_extensions.get("size", "").strip()
-        return int(value) if value.isdigit() else 0
-
-    @staticmethod
-    def _mail_params(
-        smtp: aiosmtplib.SMTP, msg: OutboundMessage, utf8: bool, dsn: bool
-    ) -> list[bytes]:
+    def _mail_params(ext: Extensions, msg: OutboundMessage, utf8: bool, dsn: bool) -> list[str]:
         params: list[str] = []
-        if smtp.supports_extension("size"):
+        if "SIZE" in ext:
             params.append(f"SIZE={len(msg.data)}")
-        if msg.eight_bit and smtp.supports_extension("8bitmime"):
+        if msg.eight_bit and "8BITMIME" in ext:
             params.append("BODY=8BITMIME")
         if utf8:
             params.append("SMTPUTF8")
@@ -778,10 +847,10 @@ class OutboundClient:
                     params.append(f"RET={value.upper()}")
                 elif upper == "ENVID":
                     params.append(f"ENVID={xtext_encode(value)}")
-        return [p.encode("ascii") for p in params]
+        return params
 
     @staticmethod
-    def _rcpt_params(params: Mapping[str, str], dsn: bool) -> list[bytes]:
+    def _rcpt_params(params: Mapping[str, str], dsn: bool) -> list[str]:
         if not dsn:
             return []
         out: list[str] = []
@@ -791,7 +860,7 @@ class OutboundClient:
                 out.append(f"NOTIFY={value.upper()}")
             elif upper == "ORCPT":
                 out.append(f"ORCPT={_xtext_orcpt(value)}")
-        return [p.encode("ascii") for p in out]
+        return out
 
     @staticmethod
     def _result(address: str, reply: _Reply) -> RecipientResult:
@@ -830,31 +899,31 @@ class OutboundClient:
             if session.idle_handle is not None:
                 session.idle_handle.cancel()
                 session.idle_handle = None
-            if session.smtp.is_connected:
+            if session.wire.connected:
                 if not sessions:
                     del self._idle[key]
                 session.reused = True
                 return session
-            session.smtp.close()
+            session.wire.close()
         self._idle.pop(key, None)
         return None
 
     async def _release(self, session: _Session, *, clean: bool) -> None:
         """Back to the idle list if reusable; RSET first after an aborted transaction."""
-        smtp = session.smtp
-        if not smtp.is_connected:
-            smtp.close()
+        wire = session.wire
+        if not wire.connected:
+            wire.close()
             return
         if self._closed or session.messages >= self.max_messages_per_connection:
             self._retire(session)
             return
         if not clean:
             try:
-                response = await smtp.rset()
-            except (SMTPException, OSError):
-                smtp.close()
+                reply = await wire.command(b"RSET\r\n", _QUIT_TIMEOUT)
+            except (_Lost, TimeoutError, ReplyError):
+                wire.close()
                 return
-            if response.code != 250:
+            if reply.code != 250:
                 self._retire(session)
                 return
         sessions = self._idle.setdefault(session.key, [])
@@ -879,16 +948,16 @@ class OutboundClient:
 
     def _retire(self, session: _Session) -> None:
         """QUIT in the background: the caller never waits for a polite goodbye."""
-        task = asyncio.get_running_loop().create_task(self._quit_quietly(session.smtp))
+        task = asyncio.get_running_loop().create_task(self._quit_quietly(session.wire))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     @staticmethod
-    async def _quit_quietly(smtp: aiosmtplib.SMTP) -> None:
+    async def _quit_quietly(wire: _Wire) -> None:
         try:
-            if smtp.is_connected:
-                await smtp.quit(timeout=_QUIT_TIMEOUT)
-        except (SMTPException, OSError):
+            if wire.connected:
+                await wire.command(b"QUIT\r\n", _QUIT_TIMEOUT)
+        except (_Lost, TimeoutError, ReplyError, OSError):
             pass
         finally:
-            smtp.close()
+            wire.close()
