@@ -163,6 +163,28 @@ async def test_due_by_next_hop_prefix(backend: Any) -> None:
     assert await q.due(time.time(), next_hop_prefix="smtp:Inter%") == []  # LIKE escaped
 
 
+async def test_in_status(backend: Any) -> None:
+    q = backend.queue
+    m1, m2, m3 = msg("m1", received=1.0), msg("m2", received=2.0), msg("m3", received=3.0)
+    await q.enqueue(m2, [rcpt("m2", "z@example.com", status=RecipientStatus.UNREACHABLE)])
+    await q.enqueue(
+        m1,
+        [
+            rcpt("m1", "b@example.com"),
+            rcpt("m1", "c@example.com", status=RecipientStatus.DELIVERED),
+            rcpt("m1", "a@example.com", status=RecipientStatus.UNREACHABLE),
+        ],
+    )
+    await q.enqueue(m3, [rcpt("m3", "d@example.com", status=RecipientStatus.FAILED)])
+    got = await q.in_status([RecipientStatus.READY, RecipientStatus.UNREACHABLE])
+    assert [(m.id, [r.address for r in rs]) for m, rs in got] == [
+        ("m1", ["b@example.com", "a@example.com"]),  # RCPT order, only the wanted states
+        ("m2", ["z@example.com"]),
+    ]
+    assert got[0][0] == m1
+    assert await q.in_status([RecipientStatus.POISON]) == []
+
+
 async def test_message_and_recipients_in_one_read(backend: Any) -> None:
     q = backend.queue
     m = msg("m1")

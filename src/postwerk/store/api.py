@@ -272,6 +272,13 @@ class QueueStore(Protocol):
 
     async def list_messages(self, status: RecipientStatus | None = None) -> list[QueuedMessage]: ...
 
+    async def in_status(
+        self, statuses: Sequence[RecipientStatus]
+    ) -> list[tuple[QueuedMessage, list[QueuedRecipient]]]:
+        """Each message with a recipient in `statuses`, with those recipients, in one read
+        (messages by arrival, recipients in RCPT order): routing passes over the queue."""
+        ...
+
     async def summaries(self) -> list[QueueSummary]: ...
 
     async def remove_message(self, message_id: str) -> None: ...

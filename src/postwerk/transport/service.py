@@ -528,10 +528,11 @@ class TransportService:
         now = time.time()
         updates: list[QueuedRecipient] = []
         events: list[TrackingEvent] = []
-        for message in await self.queue.list_messages():
+        # One read for the whole queue: a pass per message cost a read per message.
+        for message, rows in await self.queue.in_status(MOVABLE):
             moved: list[QueuedRecipient] = []
-            for r in await self.queue.recipients(message.id):
-                if r.status not in MOVABLE or r.next_hop.startswith(MAILBOX_HOP):
+            for r in rows:
+                if r.next_hop.startswith(MAILBOX_HOP):
                     continue
                 if (r.message_id, r.address) in self._in_flight:
                     continue  # being delivered right now; the next pass sees its outcome

@@ -77,6 +77,17 @@ class MemoryQueue:
             m for m in messages if any(r.status == status for r in self._recipients[m.id].values())
         ]
 
+    async def in_status(
+        self, statuses: Sequence[RecipientStatus]
+    ) -> list[tuple[QueuedMessage, list[QueuedRecipient]]]:
+        wanted = set(statuses)
+        out = []
+        for m in sorted(self._messages.values(), key=lambda m: (m.received, m.id)):
+            rows = [r for r in self._recipients.get(m.id, {}).values() if r.status in wanted]
+            if rows:
+                out.append((m, rows))
+        return out
+
     async def summaries(self) -> list[QueueSummary]:
         pending = [r for rs in self._recipients.values() for r in rs.values()]
         return queue_summaries(pending, time.time())

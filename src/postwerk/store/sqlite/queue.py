@@ -75,6 +75,7 @@ _update_recipient = (
 
 _INSERT_MESSAGE = insert(queue_message)
 # Built once: constructing a statement per call cost more than running it.
+_DELETE_MESSAGE = delete(queue_message).where(queue_message.c.id == bindparam("m_id"))
 _SELECT_MESSAGE = select(queue_message).where(queue_message.c.id == bindparam("m_id"))
 _SELECT_RECIPIENTS = (
     select(queue_recipient)
@@ -246,6 +247,41 @@ class SqliteQueue:
 
         return await self._db.read(run)
 
+    async def in_status(
+        self, statuses: Sequence[RecipientStatus]
+    ) -> list[tuple[QueuedMessage, list[QueuedRecipient]]]:
+        values = [s.value for s in statuses]
+
+        def run(conn: Connection) -> list[tuple[QueuedMessage, list[QueuedRecipient]]]:
+            by_message: dict[str, list[QueuedRecipient]] = {}
+            rows = conn.execute(
+                select(queue_recipient)
+                .where(queue_recipient.c.status.in_(values))
+                .order_by(queue_recipient.c.message_id, queue_recipient.c.ordinal)
+            )
+            for r in rows.mappings():
+                by_message.setdefault(r["message_id"], []).append(_recipient(r))
+            if not by_message:
+                return []
+            messages = conn.execute(
+                select(queue_message)
+                .where(
+                    exists().where(
+                        queue_recipient.c.message_id == queue_message.c.id,
+                        queue_recipient.c.status.in_(values),
+                    )
+                )
+                .order_by(queue_message.c.received, queue_message.c.id)
+            )
+            # One snapshot: every recipient row read above has its message here.
+            return [
+                (_message(m), by_message[m["id"]])
+                for m in messages.mappings()
+                if m["id"] in by_message
+            ]
+
+        return await self._db.read(run)
+
     async def summaries(self) -> list[QueueSummary]:
         def run(conn: Connection) -> list[QueuedRecipient]:
             rows = conn.execute(
@@ -264,7 +300,8 @@ class SqliteQueue:
         ids = list(message_ids)
 
         def run(conn: Connection) -> None:
-            conn.execute(delete(queue_message).where(queue_message.c.id.in_(ids)))
+            if ids:
+                conn.execute(_DELETE_MESSAGE, [{"m_id": i} for i in ids])
 
         return run
 
