@@ -109,3 +109,16 @@ async def test_a_failed_read_reaches_every_waiter_and_is_not_cached() -> None:
     assert all(isinstance(r, RuntimeError) for r in results)
     await asyncio.gather(c.list_domains(), return_exceptions=True)
     assert calls == 2
+
+
+async def test_fresh_send_connectors_read_through_and_refill() -> None:
+    from postwerk.store.records import AddressSpace, SendConnector
+
+    store, clock = MemoryDirectory(), Clock()
+    c = cache(store, clock)
+    assert await c.list_send_connectors() == []
+    internet = SendConnector("Internet", (AddressSpace("*", 1),))
+    await store.put_send_connector(internet)
+    assert await c.list_send_connectors() == []  # cached within the TTL
+    assert await c.list_send_connectors(fresh=True) == [internet]  # the routing pass
+    assert await c.list_send_connectors() == [internet]  # and the cache holds it now

@@ -74,7 +74,7 @@ class RecipientLookup(Protocol):
 
     async def group_members(self, group_id: int) -> list[str]: ...
 
-    async def list_send_connectors(self) -> list[SendConnector]: ...
+    async def list_send_connectors(self, *, fresh: bool = False) -> list[SendConnector]: ...
 
 
 @dataclass
@@ -130,13 +130,15 @@ class DirectoryCache:
 
         return await self._read("domains", self._domains, self.store.list_domains, keep)
 
-    async def list_send_connectors(self) -> list[SendConnector]:
+    async def list_send_connectors(self, *, fresh: bool = False) -> list[SendConnector]:
+        """`fresh`: read through (and refill the cache): the routing pass must see an
+        admin's change at once, not up to a TTL later."""
+
         def keep(connectors: list[SendConnector]) -> None:
             self._send_connectors = (self.clock(), connectors)
 
-        return await self._read(
-            "send_connectors", self._send_connectors, self.store.list_send_connectors, keep
-        )
+        hit = None if fresh else self._send_connectors
+        return await self._read("send_connectors", hit, self.store.list_send_connectors, keep)
 
     async def list_receive_connectors(self) -> list[ReceiveConnector]:
         """Read for every new connection (which connector serves it)."""

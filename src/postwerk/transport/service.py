@@ -513,7 +513,7 @@ class TransportService:
                 pass
 
     async def _reroute_if_connectors_changed(self) -> None:
-        connectors = tuple(await self.categorizer.directory.list_send_connectors())
+        connectors = tuple(await self.categorizer.directory.list_send_connectors(fresh=True))
         if connectors == self._routing_basis:
             return
         self._routing_basis = connectors
