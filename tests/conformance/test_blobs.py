@@ -154,3 +154,16 @@ async def test_concurrent_commits_share_directory_fsyncs(
         assert await store.read(blob_id) == b"x%d" % ids.index(blob_id)
     # Each commit is durable, but the renames into one time bucket share fsyncs.
     assert calls < 40, calls
+
+
+async def test_read_many_and_delete_many(store: Any) -> None:
+    a = await put(store, b"first")
+    b = await put(store, b"second")
+    await store.delete(b)
+    c = await put(store, b"third")
+    assert await store.read_many([a, b, c]) == {a: b"first", c: b"third"}  # b is gone
+    assert await store.read_many([]) == {}
+    await store.delete_many([a, b, c])  # b already gone: idempotent
+    await store.delete_many([])
+    assert await store.read_many([a, c]) == {}
+    assert a not in await store.ids()

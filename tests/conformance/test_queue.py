@@ -185,6 +185,18 @@ async def test_in_status(backend: Any) -> None:
     assert await q.in_status([RecipientStatus.POISON]) == []
 
 
+async def test_messages_with_recipients(backend: Any) -> None:
+    q = backend.queue
+    m1, m2 = msg("m1"), msg("m2")
+    r1 = [rcpt("m1", "b@example.com"), rcpt("m1", "a@example.com")]
+    r2 = [rcpt("m2", "c@example.com")]
+    await q.enqueue(m1, r1)
+    await q.enqueue(m2, r2)
+    got = await q.messages_with_recipients(["m2", "nope", "m1", "m2"])
+    assert got == {"m1": (m1, r1), "m2": (m2, r2)}
+    assert await q.messages_with_recipients([]) == {}
+
+
 async def test_message_and_recipients_in_one_read(backend: Any) -> None:
     q = backend.queue
     m = msg("m1")

@@ -151,6 +151,14 @@ class BlobStore(Protocol):
 
     async def delete(self, blob_id: str) -> None: ...
 
+    async def read_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        """Several small blobs at once (one thread hop); missing ones are left out."""
+        ...
+
+    async def delete_many(self, blob_ids: Sequence[str]) -> None:
+        """`delete` for several blobs at once; idempotent."""
+        ...
+
     async def ids(self) -> list[str]: ...
 
 
@@ -255,6 +263,12 @@ class QueueStore(Protocol):
     async def get_message(self, message_id: str) -> QueuedMessage | None: ...
 
     async def recipients(self, message_id: str) -> list[QueuedRecipient]: ...
+
+    async def messages_with_recipients(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
+        """`message_and_recipients` for several messages in one read; absent ones left out."""
+        ...
 
     async def message_and_recipients(
         self, message_id: str

@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from postwerk.core.errors import NotFound
@@ -274,6 +274,30 @@ class FileBlobStore:
         """Idempotent: garbage collection may run twice after a crash."""
         path = self.path(blob_id)
         await asyncio.to_thread(path.unlink, True)
+
+    async def read_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        paths = [(b, self.path(b)) for b in blob_ids]
+
+        def run() -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for blob_id, path in paths:
+                try:
+                    found[blob_id] = path.read_bytes()
+                except FileNotFoundError:
+                    pass
+            return found
+
+        return await asyncio.to_thread(run)
+
+    async def delete_many(self, blob_ids: Sequence[str]) -> None:
+        paths = [self.path(b) for b in blob_ids]
+
+        def run() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        if paths:
+            await asyncio.to_thread(run)
 
     async def ids(self) -> list[str]:
         def run() -> list[str]:

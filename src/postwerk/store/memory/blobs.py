@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from postwerk.core.errors import NotFound
 from postwerk.core.ids import new_id
@@ -59,6 +59,13 @@ class MemoryBlobStore:
     async def delete(self, blob_id: str) -> None:
         """Idempotent: garbage collection may run twice."""
         self._blobs.pop(blob_id, None)
+
+    async def read_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        return {b: self._blobs[b] for b in blob_ids if b in self._blobs}
+
+    async def delete_many(self, blob_ids: Sequence[str]) -> None:
+        for blob_id in blob_ids:
+            self._blobs.pop(blob_id, None)
 
     async def ids(self) -> list[str]:
         return sorted(self._blobs)

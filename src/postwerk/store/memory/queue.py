@@ -38,6 +38,15 @@ class MemoryQueue:
             return None
         return message, list(self._recipients.get(message_id, {}).values())
 
+    async def messages_with_recipients(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
+        return {
+            m: (self._messages[m], list(self._recipients.get(m, {}).values()))
+            for m in message_ids
+            if m in self._messages
+        }
+
     async def recipients(self, message_id: str) -> list[QueuedRecipient]:
         return list(self._recipients.get(message_id, {}).values())
 

@@ -177,6 +177,25 @@ class SqliteQueue:
 
         return await self._db.read(run)
 
+    async def messages_with_recipients(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
+        ids = list(dict.fromkeys(message_ids))
+
+        def run(conn: Connection) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
+            # The prebuilt statements per message beat one expanding IN: compiled once,
+            # and the delivery queues ask for ~100 at a time.
+            found: dict[str, tuple[QueuedMessage, list[QueuedRecipient]]] = {}
+            for message_id in ids:
+                row = conn.execute(_SELECT_MESSAGE, {"m_id": message_id}).mappings().first()
+                if row is None:
+                    continue
+                rows = conn.execute(_SELECT_RECIPIENTS, {"m_id": message_id})
+                found[message_id] = (_message(row), [_recipient(r) for r in rows.mappings()])
+            return found
+
+        return await self._db.read(run)
+
     async def due(
         self, now: float, limit: int = 500, next_hop_prefix: str | None = None
     ) -> list[QueuedRecipient]:
