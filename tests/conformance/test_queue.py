@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from postwerk.core.errors import AlreadyExists, NotFound
+from postwerk.store.api import partition_of
 from postwerk.store.records import QueuedMessage, QueuedRecipient, RecipientStatus
 
 READY = RecipientStatus.READY
@@ -161,6 +162,26 @@ async def test_due_by_next_hop_prefix(backend: Any) -> None:
     assert [r.address for r in smtp] == ["b@remote.test", "c_%@remote.test"]
     assert len(await q.due(time.time())) == 3
     assert await q.due(time.time(), next_hop_prefix="smtp:Inter%") == []  # LIKE escaped
+
+
+async def test_due_by_partition(backend: Any) -> None:
+    q = backend.queue
+    ids = [f"6178a0c1{c}" for c in "0123456789abcdefAFxz"]
+    for mid in ids:
+        await q.enqueue(msg(mid), [rcpt(mid, "a@example.com", next_hop="smtp:Out:x.test")])
+    now = time.time()
+    everything = {r.message_id for r in await q.due(now)}
+    assert everything == set(ids)
+    for n in (1, 2, 3, 16):
+        seen: set[str] = set()
+        for k in range(n):
+            part = {r.message_id for r in await q.due(now, partition=(k, n))}
+            assert all(partition_of(m, n) == k for m in part)
+            assert not part & seen  # no message in two partitions
+            seen |= part
+        assert seen == everything  # and none in no partition
+    assert partition_of("6178a0c1a", 2) == 0 and partition_of("6178a0c1B", 2) == 1
+    assert partition_of("6178a0c1z", 4) == 3  # not hex: the last partition
 
 
 async def test_in_status(backend: Any) -> None:

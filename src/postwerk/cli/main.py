@@ -246,6 +246,26 @@ def serve(data_dir: Path, port_offset: int | None) -> None:
     sys.exit(code)
 
 
+@main.command("delivery-worker", hidden=True)
+@data_dir_option
+@click.option("--partition", required=True, help="k/n: this worker's share of the queue.")
+@click.option("--wake-fd", type=int, required=True, help="Pipe from the server (wake-ups).")
+def delivery_worker(data_dir: Path, partition: str, wake_fd: int) -> None:
+    """Started by `serve` when [transport] delivery_processes > 1 (not for admins)."""
+    from postwerk.observe.logging import configure
+    from postwerk.roles.delivery_workers import parse_partition, run_worker
+
+    settings = _settings(data_dir)
+    configure(settings.logging.level, settings.logging.format)
+    try:
+        share = parse_partition(partition)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    tune_gc()
+    sys.exit(_run(run_worker(settings, data_dir, share, wake_fd)))
+
+
 def tune_gc() -> None:
     """Fewer, cheaper garbage collections in a long-running server.
 

@@ -119,6 +119,15 @@ class TransportSettings(BaseModel):
         "(RFC 5321 §6.3 asks for at least 100).",
     )
     delivery_workers: int = Field(4, ge=1, le=64, description="Concurrent local delivery batches.")
+    delivery_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes that deliver through send connectors. Above 1, the server "
+        "starts that many minus one delivery workers beside itself, each owning a share of "
+        "the queue (by message id): outbound relay can then use more than one core. The "
+        "connection limits per next hop are shared out among them.",
+    )
     deliver_at_receipt: bool = Field(
         True,
         description="Deliver a message (up to 1 MB) to this server's mailboxes in the same "

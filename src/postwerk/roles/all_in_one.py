@@ -18,6 +18,7 @@ from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
+from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.blobs import FileBlobStore
@@ -107,6 +108,7 @@ class AllInOneServer:
     ephemeral_ports: bool = False  # tests: let the kernel pick every port
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
+    workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
 
     @property
     def ports(self) -> dict[int, int]:
@@ -170,9 +172,13 @@ class AllInOneServer:
         self.transport.start()
         if self.outbound is not None:
             self.outbound.start()
+        if self.workers is not None:
+            await self.workers.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        if self.workers is not None:
+            await self.workers.stop()
         if self.outbound is not None:
             await self.outbound.stop()
         await self.transport.stop()
@@ -212,7 +218,44 @@ async def build(
     except AgentLoadError:
         await backend.close()
         raise
-    outbound = OutboundDelivery(
+    outbound = outbound_for(settings, backend, lookup, transport)
+    offset = settings.server.port_offset if port_offset is None else port_offset
+    server = AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
+    server.outbound = outbound
+    processes = settings.transport.delivery_processes
+    if processes > 1:
+        workers = DeliveryWorkers(data_dir, processes)
+        server.workers = workers
+
+        def wake_all() -> None:
+            outbound.wake()
+            workers.wake()
+
+        transport.on_routed_out = wake_all
+    else:
+        transport.on_routed_out = outbound.wake
+    return server
+
+
+# Exchange's MaxPerDomainOutboundConnections: connections to one next hop per server.
+MAX_CONNECTIONS_PER_NEXT_HOP = 20
+
+
+def outbound_for(
+    settings: Settings,
+    backend: Backend,
+    lookup: DirectoryCache,
+    transport: TransportService,
+    *,
+    partition: tuple[int, int] | None = None,
+) -> OutboundDelivery:
+    """The send connectors' delivery queues; with delivery processes, this process's
+    share of the queue and of the connections per next hop."""
+    processes = settings.transport.delivery_processes
+    if partition is None and processes > 1:
+        partition = (0, processes)
+    share = -(-MAX_CONNECTIONS_PER_NEXT_HOP // processes)  # ceil: at least 1 each
+    return OutboundDelivery(
         queue=backend.sql.queue,
         store=backend.sql.transport,
         blobs=backend.blobs,
@@ -226,17 +269,14 @@ async def build(
             local_names=(settings.server.hostname,),
         ),
         # As many idle connections kept per next hop as may be open: reuse, not reconnects.
-        client=OutboundClient(max_idle_per_key=20),
+        client=OutboundClient(max_connections_per_destination=share, max_idle_per_key=share),
         policy=RetryPolicy.from_settings(settings.transport),
         server_hostname=settings.server.hostname,
         submit_dsn=lambda data, rcpt: _submit_dsn(transport, data, rcpt),
         poison_threshold=settings.transport.poison_threshold,
+        per_hop_connections=share,
+        partition=partition,
     )
-    transport.on_routed_out = outbound.wake
-    offset = settings.server.port_offset if port_offset is None else port_offset
-    server = AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
-    server.outbound = outbound
-    return server
 
 
 async def _submit_dsn(transport: TransportService, data: bytes, recipient: str) -> None:

@@ -138,6 +138,18 @@ class BlobWriter(Protocol):
     async def abort(self) -> None: ...
 
 
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def partition_of(message_id: str, n: int) -> int:
+    """Which of `n` delivery processes owns a message: its last hex digit mod n
+    (ids end in random hex, core/ids.py); anything else goes to the last one.
+    Backends evaluate the same rule in their queries."""
+    if not message_id:
+        return 0  # as SQLite: instr(x, "") is 1
+    return (_HEX_DIGITS.find(message_id[-1].lower()) + n) % n
+
+
 class BlobStore(Protocol):
     """Immutable message bodies, written once and shared by every recipient."""
 
@@ -277,9 +289,14 @@ class QueueStore(Protocol):
         ...
 
     async def due(
-        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+        self,
+        now: float,
+        limit: int = 500,
+        next_hop_prefix: str | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> list[QueuedRecipient]:
-        """Recipients in READY whose next_attempt <= now (and next hop starts so)."""
+        """Recipients in READY whose next_attempt <= now (and next hop starts so);
+        `partition=(k, n)`: only messages with `partition_of(id, n) == k`."""
         ...
 
     async def update_recipients(self, updates: Sequence[QueuedRecipient]) -> None: ...

@@ -206,6 +206,7 @@ class OutboundDelivery:
     poison_threshold: int = 2  # crashes before a message goes to the Poison queue
     batch: int = 500
     ssl_context: ssl.SSLContext | None = None  # trust store for verified connectors
+    partition: tuple[int, int] | None = None  # (k, n): this process's share of the queue
     log: Any = field(default_factory=lambda: structlog.get_logger("postwerk.outbound"))
 
     def __post_init__(self) -> None:
@@ -256,7 +257,9 @@ class OutboundDelivery:
                 pass
 
     async def _dispatch(self) -> None:
-        due = await self.queue.due(time.time(), limit=self.batch, next_hop_prefix=SMTP_HOP)
+        due = await self.queue.due(
+            time.time(), limit=self.batch, next_hop_prefix=SMTP_HOP, partition=self.partition
+        )
         by_hop: dict[str, list[QueuedRecipient]] = {}
         for r in due:
             if r.next_hop not in self._active:

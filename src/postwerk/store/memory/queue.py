@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from postwerk.core.errors import AlreadyExists, NotFound
-from postwerk.store.api import PENDING_STATUSES, queue_summaries
+from postwerk.store.api import PENDING_STATUSES, partition_of, queue_summaries
 from postwerk.store.records import QueuedMessage, QueuedRecipient, QueueSummary, RecipientStatus
 
 
@@ -51,7 +51,11 @@ class MemoryQueue:
         return list(self._recipients.get(message_id, {}).values())
 
     async def due(
-        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+        self,
+        now: float,
+        limit: int = 500,
+        next_hop_prefix: str | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> list[QueuedRecipient]:
         ordinals = {
             (r.message_id, r.address): n
@@ -65,6 +69,7 @@ class MemoryQueue:
             if r.status == RecipientStatus.READY
             and r.next_attempt <= now
             and (not next_hop_prefix or r.next_hop.startswith(next_hop_prefix))
+            and (partition is None or partition_of(r.message_id, partition[1]) == partition[0])
         ]
         ready.sort(
             key=lambda r: (r.next_attempt, r.message_id, ordinals[(r.message_id, r.address)])

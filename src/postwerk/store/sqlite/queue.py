@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -213,7 +213,11 @@ class SqliteQueue:
         return await self._db.read(run)
 
     async def due(
-        self, now: float, limit: int = 500, next_hop_prefix: str | None = None
+        self,
+        now: float,
+        limit: int = 500,
+        next_hop_prefix: str | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> list[QueuedRecipient]:
         def run(conn: Connection) -> list[QueuedRecipient]:
             conditions = [
@@ -224,6 +228,13 @@ class SqliteQueue:
                 conditions.append(
                     queue_recipient.c.next_hop.startswith(next_hop_prefix, autoescape=True)
                 )
+            if partition is not None:
+                # store.api.partition_of in SQL: instr() is 0 for a non-hex digit.
+                k, n = partition
+                digit = func.instr(
+                    "0123456789abcdef", func.lower(func.substr(queue_recipient.c.message_id, -1))
+                )
+                conditions.append((digit - 1 + n) % n == k)
             rows = conn.execute(
                 select(queue_recipient)
                 .where(*conditions)
