@@ -279,13 +279,17 @@ class OutboundDelivery:
 
     async def _work_hop(self, hop: str, rows: list[QueuedRecipient]) -> None:
         """One queue as a pipeline: a loader reads messages (and their small files) a
-        hundred at a time, `per_hop_connections` senders take them as they come, and
+        hundred at a time, senders take them as they come (on at most
+        `per_hop_connections` connections), and
         outcomes are committed in batches (`_CommitBatcher`)."""
         by_message: dict[str, list[QueuedRecipient]] = {}
         for r in rows:
             by_message.setdefault(r.message_id, []).append(r)
         ids = list(by_message)
-        senders = max(1, min(self.per_hop_connections, len(ids)))
+        # Twice as many senders as connections: a sender waits for its outcome's commit
+        # (an fsync) after giving its connection back, and another sender takes the
+        # connection meanwhile. The client still opens at most per_hop_connections.
+        senders = max(1, min(2 * self.per_hop_connections, len(ids)))
         jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2 * PRELOAD_MESSAGES)
 
         async def load() -> None:
