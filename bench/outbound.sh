@@ -133,7 +133,7 @@ WARM=(--connections "$CONNS" --messages-per-connection 5 --size "$SIZE" "${RCPTS
     echo "fs: $(df -T "$BASE" | awk 'NR==2{print $2" on "$1}')"
     echo "outbound load: $CONNS connections × $MPC messages, ~$SIZE bytes, 20 recipients @remote.bench.test"
     echo "sink: $SINK_HOST:$SINK_PORT (bench/sink.py)"
-    echo "postwerk: $PW_VERSION"
+    echo "postwerk: $PW_VERSION, delivery_processes ${PW_DELIVERY_PROCESSES:-$(nproc)} (server CPU below: the main process only)"
     echo "postfix: $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?')"
     echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >>"$ENV"

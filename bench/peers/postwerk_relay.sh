@@ -20,7 +20,9 @@
 #   bench/peers/postwerk_relay.sh reset     # stop and delete the data directory
 #
 # Environment: POSTWERK, PW_BENCH_DIR (/tmp/pw-bench), PW_RELAY_PORT_OFFSET (21000),
-# PW_SINK_HOST (127.0.0.9), PW_SINK_PORT (12530).
+# PW_SINK_HOST (127.0.0.9), PW_SINK_PORT (12530), PW_DELIVERY_PROCESSES (one per core:
+# [transport] delivery_processes, as docs/performance.md advises for a relay; Postfix
+# runs its smtp clients as separate processes by default).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,6 +37,7 @@ SMTP_PORT=$((25 + OFFSET))
 LOG=$BASE/postwerk-relay.log
 PIDFILE=$BASE/postwerk-relay-serve.pid
 export POSTWERK_DATA_DIR=$DATA
+export POSTWERK_TRANSPORT__DELIVERY_PROCESSES=${PW_DELIVERY_PROCESSES:-$(nproc)}
 
 log() { echo "[postwerk_relay] $*" >&2; }
 
