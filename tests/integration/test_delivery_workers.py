@@ -136,7 +136,6 @@ def test_workers_relay_their_share_and_follow_the_server(
         wait_for(lambda: len(sink.messages) == 60, timeout=30)
         wait_for(lambda: queue_ids(data_dir) == [])
 
-
         # The server dies hard: its workers notice (end of file on the pipe) and exit.
         live_workers = children(server.proc.pid)
         server.kill9()
@@ -160,3 +159,18 @@ def test_partition_rule_spreads_ids() -> None:
 
     seen = {partition_of(new_id(), 3) for _ in range(300)}
     assert seen == {0, 1, 2}
+
+
+def test_partition_lock_is_exclusive(tmp_path: Path) -> None:
+    from postwerk.roles.delivery_workers import lock_partition
+
+    first = lock_partition(tmp_path, 1, timeout=1.0)
+    assert first is not None
+    assert lock_partition(tmp_path, 1, timeout=0.2) is None  # a second worker waits, then gives up
+    other = lock_partition(tmp_path, 2, timeout=0.2)  # other partitions are independent
+    assert other is not None
+    os.close(first)
+    again = lock_partition(tmp_path, 1, timeout=1.0)  # free once the holder is gone
+    assert again is not None
+    os.close(again)
+    os.close(other)

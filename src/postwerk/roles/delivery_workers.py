@@ -21,6 +21,9 @@ Lifetime (the invariants that keep mail safe):
   cancels sends in flight; their rows stay READY and are sent again later
   (RFC 5321 §6.1 accepts a rare duplicate, never a loss).
 - The server restarts a worker that exits on its own, a second later.
+- A worker holds `DATA_DIR/delivery-<k>.lock` while it delivers: a new worker for
+  the same partition (the server restarted at once after a kill -9) waits until
+  the old one has stopped, so two processes never send the same partition.
 - Only the server listens, reroutes and delivers to mailboxes; workers only relay.
 """
 
@@ -40,6 +43,7 @@ from postwerk.config.settings import Settings
 
 WAKE = b"w"
 RESTART_DELAY = 1.0
+PARTITION_LOCK_TIMEOUT = 120.0  # the old worker's stop cancels its sends: seconds at most
 
 log = structlog.get_logger("postwerk.delivery_workers")
 
@@ -53,6 +57,24 @@ def parse_partition(text: str) -> tuple[int, int]:
     if not 0 <= k < n:
         raise ValueError(f"partition {text!r}: need 0 <= k < n")
     return k, n
+
+
+def lock_partition(data_dir: Path, k: int, timeout: float) -> int | None:
+    """An exclusive lock on `delivery-<k>.lock` (blocking up to `timeout`); its fd or None."""
+    import fcntl
+    import time
+
+    fd = os.open(data_dir / f"delivery-{k}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
 
 
 class DeliveryWorkers:
@@ -144,6 +166,19 @@ async def run_worker(
     settings: Settings, data_dir: Path, partition: tuple[int, int], wake_fd: int
 ) -> int:
     """The worker's side: deliver one partition until the pipe closes or SIGTERM."""
+    lock = await asyncio.to_thread(lock_partition, data_dir, partition[0], PARTITION_LOCK_TIMEOUT)
+    if lock is None:
+        log.error("delivery_partition_busy", partition=f"{partition[0]}/{partition[1]}")
+        return 1  # the server restarts this worker a second later
+    try:
+        return await _deliver(settings, data_dir, partition, wake_fd)
+    finally:
+        os.close(lock)
+
+
+async def _deliver(
+    settings: Settings, data_dir: Path, partition: tuple[int, int], wake_fd: int
+) -> int:
     from postwerk.directory.cache import DirectoryCache
     from postwerk.roles.all_in_one import open_backend, outbound_for, transport_for
 
