@@ -157,9 +157,13 @@ class DeliveryWorkers:
             old = self._wake_fds.pop(k, None)
             if old is not None:
                 os.close(old)
-            await asyncio.sleep(RESTART_DELAY)
-            if not self._stopping:
-                await self._spawn(k)
+            while not self._stopping:
+                await asyncio.sleep(RESTART_DELAY)
+                try:
+                    await self._spawn(k)
+                    break
+                except OSError:
+                    log.exception("delivery_worker_spawn_failed", partition=k)
 
 
 async def run_worker(
