@@ -1,0 +1,807 @@
+"""The POP3 back-end service: listeners on 110 (STLS) and 995 (implicit TLS).
+
+Purpose: accept connections and drive the sans-I/O POP3 core
+(`protocols/pop3`: `Pop3Framer`, `Pop3Session`, `DotStuffer`, `top_of`) over
+the mailbox store, as Exchange 2013's POP3 back-end service does: the
+maildrop is the Inbox only, snapshot at login; DELE marks, and only QUIT in
+TRANSACTION expunges the marked items. A `Pop3Channel` (asyncio Protocol)
+moves bytes; a `Pop3Connection` task per client decides what to send. Handlers
+return `Reply` values; only `_flush` and the message streamer write.
+
+Security invariants:
+- Plaintext pipelined behind STLS is dropped before the handshake
+  (CVE-2011-0411, RFC 2595 §4): the framer owns the only input buffer, it is
+  cleared, and no await runs between clearing it and `start_tls` taking over.
+- Under `LoginType.SECURE_LOGIN` (the default) USER/PASS and the plaintext
+  SASL mechanisms are refused before TLS with `-ERR [AUTH]`, at USER, so the
+  password is never sent in the clear (RFC 2595 §2.2, RFC 5034 §6).
+- Failed logins go through `LoginThrottle` (tarpit, lockout per address and
+  per account); logs carry the login name, never a password.
+- One session per maildrop in this process (`MaildropLocks`); a second one
+  gets `-ERR [IN-USE]` (RFC 2449 §8.1.1). The lock is released when the
+  connection ends, whatever the reason.
+- Nothing is deleted unless the client sends QUIT in TRANSACTION; a dropped
+  or timed-out connection changes nothing (RFC 1939 §6).
+- Memory per connection is bounded: command lines by the framer, reading is
+  paused when pipelined input piles up, and RETR/TOP stream the blob in chunks
+  with write flow control (no whole message in memory).
+- Unexpected exceptions are logged with the session id and end the
+  connection with a generic `-ERR [SYS/TEMP]`; no traceback goes on the wire.
+
+Standards: RFC 1939 (POP3), RFC 2449 (CAPA, response codes), RFC 2595 §4
+(STLS), RFC 3206 (SYS, AUTH codes), RFC 5034 (AUTH, SASL-IR), RFC 4616 (PLAIN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Final, assert_never, cast
+
+import structlog
+
+from postwerk.core.ids import new_id
+from postwerk.directory.passwords import LoginThrottle
+from postwerk.directory.service import Directory
+from postwerk.protocols.pop3 import (
+    Auth,
+    Capa,
+    Close,
+    Command,
+    CommandReceived,
+    CommandRejected,
+    Commit,
+    Delegated,
+    DotStuffer,
+    LineReceived,
+    MaildropEntry,
+    NeedData,
+    Pass,
+    Pop3Framer,
+    Pop3Session,
+    Reply,
+    ResponseCode,
+    SendMessage,
+    Stls,
+    User,
+    Utf8,
+    auth_list_reply,
+    capa_reply,
+    greeting,
+    sasl_challenge,
+)
+from postwerk.protocols.pop3 import session as replies
+from postwerk.protocols.sasl import mechanisms as sasl
+from postwerk.services.tls import describe
+from postwerk.store.api import BlobStore, MailStore
+from postwerk.store.records import Item, Recipient
+
+SASL_MECHANISMS: Final = ("PLAIN", "LOGIN")
+HIGH_WATER: Final = 64 * 1024  # pause reading when this much pipelined input is buffered
+STREAM_CHUNK: Final = 64 * 1024  # blob read size for RETR/TOP
+TLS_HANDSHAKE_TIMEOUT: Final = 30.0
+
+# Replies only the service sends (the core's are in protocols/pop3/session.py).
+TOO_MANY_BAD_COMMANDS: Final = Reply(False, "too many bad commands, closing connection")
+TOO_MANY_CONNECTIONS: Final = Reply(False, "too many connections", ResponseCode.SYS_TEMP)
+TOO_MANY_USER_CONNECTIONS: Final = Reply(
+    False, "too many connections for this user", ResponseCode.SYS_TEMP
+)
+STLS_UNAVAILABLE: Final = Reply(False, "STLS not available")
+UTF8_UNSUPPORTED: Final = Reply(False, "UTF8 not supported")
+BAD_BASE64: Final = Reply(False, "invalid base64 data")
+ALREADY_USER: Final = Reply(False, "USER already given, send PASS")
+SERVER_ERROR: Final = Reply(False, "internal error, closing connection", ResponseCode.SYS_TEMP)
+
+
+class LoginType(enum.StrEnum):
+    """Exchange's Set-PopSettings -LoginType."""
+
+    # USER/PASS and PLAIN/LOGIN only once TLS is active (Exchange's default).
+    SECURE_LOGIN = "SecureLogin"
+    # Plaintext logins accepted without TLS.
+    PLAIN_TEXT_LOGIN = "PlainTextLogin"
+    # Exchange adds NTLM here; postwerk has no integrated authentication, so this
+    # behaves as PlainTextLogin.
+    PLAIN_TEXT_AUTHENTICATION = "PlainTextAuthentication"
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Settings:
+    """POP3 service settings; defaults are Exchange 2013's Set-PopSettings defaults."""
+
+    login_type: LoginType = LoginType.SECURE_LOGIN
+    # Authenticated sessions per mailbox (MaxConnectionsPerUser). The maildrop
+    # lock already admits one session per mailbox in this process.
+    max_connections_per_user: int = 16
+    max_connections: int = 2000  # MaxConnections, all listeners sharing a context
+    max_connections_per_ip: int = 64  # MaxConnectionFromSingleIP
+    # AuthenticatedConnectionTimeout / PreAuthenticatedConnectionTimeout. RFC 1939 §3
+    # asks for at least 10 minutes after login.
+    idle_timeout_before_login: float = 60.0
+    idle_timeout_after_login: float = 1800.0
+    # Lines that are not commands or not valid in the state, answered -ERR; one
+    # more and the connection is closed (Exchange and Dovecot both disconnect).
+    max_bad_commands: int = 10
+    banner: str = "The Microsoft Exchange POP3 service is ready."
+
+    def plaintext_allowed(self, tls_active: bool) -> bool:
+        return tls_active or self.login_type is not LoginType.SECURE_LOGIN
+
+
+class MaildropLocks:
+    """Exclusive maildrop locks by mailbox id, for one process (RFC 1939 §8)."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+
+    def acquire(self, mailbox_id: int) -> bool:
+        if mailbox_id in self._held:
+            return False
+        self._held.add(mailbox_id)
+        return True
+
+    def release(self, mailbox_id: int) -> None:
+        self._held.discard(mailbox_id)
+
+    def held(self, mailbox_id: int) -> bool:
+        return mailbox_id in self._held
+
+
+@dataclass
+class Pop3Context:
+    """What every POP3 connection needs; built by the composition root and shared
+    by the 110 and 995 listeners, so locks and connection limits span both."""
+
+    directory: Directory
+    mail: MailStore
+    blobs: BlobStore
+    throttle: LoginThrottle
+    tls_context: ssl.SSLContext | None
+    settings: Pop3Settings = field(default_factory=Pop3Settings)
+    tarpit_override: float | None = None  # tests shorten the failed-login tarpit
+    locks: MaildropLocks = field(default_factory=MaildropLocks)
+    log: structlog.stdlib.BoundLogger = field(
+        default_factory=lambda: structlog.get_logger("postwerk.pop3")
+    )
+    # Live connections: per client address, and authenticated ones per mailbox.
+    by_ip: dict[str, int] = field(default_factory=dict)
+    by_user: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def connections(self) -> int:
+        return sum(self.by_ip.values())
+
+
+class Pop3Channel(asyncio.Protocol):
+    """Moves bytes between the socket and the framer, with flow control both ways."""
+
+    def __init__(
+        self, framer: Pop3Framer, on_connected: Callable[[Pop3Channel], None] | None = None
+    ) -> None:
+        self.framer = framer
+        self._on_connected = on_connected
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._pending = False  # input arrived while nobody waited
+        self._paused_reading = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        if self._on_connected is not None:
+            # With implicit TLS this runs after the handshake, so a failed one starts nothing.
+            self._on_connected(self)
+            self._on_connected = None
+
+    def data_received(self, data: bytes) -> None:
+        self.framer.receive_data(data)
+        if self.framer.buffered > HIGH_WATER and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._can_write.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _wake(self) -> None:
+        self._pending = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait_for_data(self) -> None:
+        if self._paused_reading and self.transport is not None and not self.closed:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        if self._pending or self.closed:
+            self._pending = False
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._pending = False
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        await self._can_write.wait()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        # Do not wait for connection_lost: a TLS close waits for the peer.
+        self.closed = True
+        self._can_write.set()
+        self._wake()
+
+
+class _TopCutter:
+    """Streaming `top_of`: pass chunks through until the header, the blank line
+    and `lines` body lines have gone by (RFC 1939 §7). Same cut as `top_of` on
+    the whole message, without holding it in memory."""
+
+    _BLANK_AT_START = re.compile(rb"\A\r?\n|\n\r?\n")
+    _BLANK = re.compile(rb"\n\r?\n")
+
+    def __init__(self, lines: int) -> None:
+        self._lines = lines
+        self._in_header = True
+        self._seen = 0  # octets passed so far
+        self._tail = b""  # the last two octets passed, for a split "\n\r\n"
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done or not chunk:
+            return b""
+        start = 0
+        if self._in_header:
+            data = self._tail + chunk
+            # While the tail is all that came before, "\A" is the message start.
+            at_start = self._seen == len(self._tail)
+            pattern = self._BLANK_AT_START if at_start else self._BLANK
+            self._seen += len(chunk)
+            match = pattern.search(data)
+            if match is None:
+                self._tail = data[-2:]
+                return chunk
+            # A match ends in this chunk: earlier data held none.
+            start = match.end() - len(self._tail)
+            self._in_header = False
+        if self._lines == 0:
+            self.done = True
+            return chunk[:start]
+        newlines = chunk.count(b"\n", start)
+        if newlines < self._lines:
+            self._lines -= newlines
+            return chunk
+        pos = start
+        for _ in range(self._lines):
+            pos = chunk.index(b"\n", pos) + 1
+        self.done = True
+        return chunk[:pos]
+
+
+class Pop3Connection:
+    """One client connection: the command loop, authentication, the maildrop."""
+
+    def __init__(
+        self,
+        ctx: Pop3Context,
+        channel: Pop3Channel,
+        peer_ip: str,
+        implicit_tls: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.channel = channel
+        self.framer = channel.framer
+        self.session = Pop3Session()
+        self.peer_ip = peer_ip
+        self.session_id = new_id()
+        self.log = ctx.log.bind(session_id=self.session_id, client_ip=peer_ip)
+        self.tls_active = implicit_tls
+        self.user_name: str | None = None  # from USER, waiting for PASS
+        self.user: Recipient | None = None
+        self.locked: int | None = None  # mailbox id whose maildrop this session holds
+        self.folder_id = 0
+        self.items: dict[str, Item] = {}  # unique-id -> item, the login snapshot
+        self.bad_commands = 0
+        self.stopping = False
+        self._out: list[bytes] = []
+
+    # ------------------------------------------------------------ the loop
+
+    def send(self, reply: Reply) -> None:
+        self._out.append(reply.to_bytes())
+
+    def _flush(self) -> None:
+        if self._out:
+            self.channel.write(b"".join(self._out))
+            self._out.clear()
+
+    async def run(self) -> None:
+        self.log.info("connect", tls=self.tls_active)
+        self.send(greeting(self.settings.banner))
+        try:
+            await self._loop()
+        except Exception:
+            self.log.exception("session_failed")
+            self._out.clear()
+            self.send(SERVER_ERROR)
+        finally:
+            self._flush()
+            self.channel.close()
+            self._release()
+            self.log.info("disconnect")
+
+    async def _loop(self) -> None:
+        # PIPELINING (RFC 2449 §6.6): answers are collected and written when the
+        # client's buffered input is used up, or before a message is streamed.
+        while not self.stopping:
+            event = self.framer.next_event()
+            match event:
+                case NeedData():
+                    self._flush()
+                    if not await self._wait():
+                        return
+                case CommandReceived(command=command):
+                    if not self.session.allowed(command) and self._bad_command():
+                        return
+                    if not await self._handle(command):
+                        return
+                case CommandRejected(text=text):
+                    if self._bad_command():
+                        return
+                    self.send(Reply(False, text))
+                case LineReceived():
+                    # Only after expect_line, which `_read_auth_line` consumes itself.
+                    self.send(replies.WRONG_STATE)
+                case _:
+                    assert_never(event)
+
+    def _bad_command(self) -> bool:
+        """Count a bad command; True (and the closing reply queued) past the limit."""
+        self.bad_commands += 1
+        if self.bad_commands > self.settings.max_bad_commands:
+            self.log.info("too_many_bad_commands")
+            self.send(TOO_MANY_BAD_COMMANDS)
+            return True
+        return False
+
+    async def _wait(self) -> bool:
+        """Wait for input within the idle timeout; False to close the connection.
+
+        RFC 1939 §3: at the autologout timer the server closes without a reply
+        and without removing any message.
+        """
+        if self.channel.closed:
+            return False
+        timeout = (
+            self.settings.idle_timeout_after_login
+            if self.user is not None
+            else self.settings.idle_timeout_before_login
+        )
+        try:
+            await asyncio.wait_for(self.channel.wait_for_data(), timeout)
+        except TimeoutError:
+            self.log.info("timeout", authenticated=self.user is not None)
+            return False
+        return not (self.channel.closed and self.framer.buffered == 0)
+
+    async def _handle(self, command: Command) -> bool:
+        """Act on one command; False when the connection must close."""
+        outcome = self.session.handle(command)
+        match outcome:
+            case Reply():
+                self.send(outcome)
+            case Delegated(command=delegated):
+                return await self._delegated(delegated)
+            case SendMessage():
+                return await self._send_message(outcome)
+            case Commit(delete=uids):
+                self.send(await self._commit(uids))
+                return False
+            case Close(reply=reply):
+                self.send(reply)
+                return False
+            case _:
+                assert_never(outcome)
+        return True
+
+    def shutdown(self) -> None:
+        """Server stopping: hang up; nothing is deleted (RFC 1939 §6)."""
+        self.stopping = True
+        self._out.clear()
+        self.channel.close()
+
+    # ------------------------------------------------------------ AUTHORIZATION
+
+    async def _delegated(self, command: User | Pass | Auth | Stls | Capa | Utf8) -> bool:
+        plaintext = self.settings.plaintext_allowed(self.tls_active)
+        match command:
+            case Capa():
+                self.send(
+                    capa_reply(
+                        plaintext_allowed=plaintext,
+                        tls_active=self.tls_active,
+                        starttls_available=self.ctx.tls_context is not None,
+                        sasl_mechanisms=SASL_MECHANISMS,
+                    )
+                )
+            case User(name=name):
+                self.send(self._on_user(name, plaintext))
+            case Pass(password=password):
+                self.send(await self._on_pass(password, plaintext))
+            case Auth():
+                self.send(await self._on_auth(command, plaintext))
+            case Stls():
+                return await self._on_stls()
+            case Utf8():
+                self.send(UTF8_UNSUPPORTED)  # not advertised: messages are sent as stored
+            case _:
+                assert_never(command)
+        return not self.channel.closed
+
+    def _on_user(self, name: str, plaintext: bool) -> Reply:
+        if not plaintext:
+            # Refused here, so a client never gets as far as sending PASS in the clear.
+            return replies.PLAINTEXT_DISALLOWED
+        if self.user_name is not None:
+            return ALREADY_USER
+        self.user_name = name
+        return replies.USER_ACCEPTED  # the same whether the user exists or not
+
+    async def _on_pass(self, password: str, plaintext: bool) -> Reply:
+        if not plaintext:
+            return replies.PLAINTEXT_DISALLOWED
+        name = self.user_name
+        if name is None:
+            return replies.PASS_WITHOUT_USER
+        self.user_name = None  # RFC 1939 §7: after a failed PASS the client starts at USER
+        return await self._login(sasl.Credentials("", name, password), "USER")
+
+    async def _on_auth(self, command: Auth, plaintext: bool) -> Reply:
+        if command.mechanism is None:
+            return auth_list_reply(SASL_MECHANISMS, plaintext_allowed=plaintext)
+        if command.mechanism not in SASL_MECHANISMS:
+            return replies.UNKNOWN_MECHANISM
+        mechanism = sasl.create(command.mechanism)
+        if mechanism is None:
+            return replies.UNKNOWN_MECHANISM
+        if mechanism.plaintext and not plaintext:
+            return replies.PLAINTEXT_DISALLOWED
+        initial: bytes | None = None
+        if command.initial_response is not None:  # RFC 5034 §4 SASL-IR
+            decoded = sasl.decode_response(command.initial_response.encode("ascii"))
+            if isinstance(decoded, sasl.SaslError):
+                return replies.AUTH_CANCELLED if decoded is sasl.CANCELLED else BAD_BASE64
+            initial = decoded
+        outcome = mechanism.start(initial)
+        while isinstance(outcome, sasl.Challenge):
+            self._flush()
+            self.channel.write(sasl_challenge(outcome.data))
+            line = await self._read_auth_line()
+            if line is None:
+                return replies.AUTH_CANCELLED
+            decoded = sasl.decode_response(line)
+            if isinstance(decoded, sasl.SaslError):
+                return replies.AUTH_CANCELLED if decoded is sasl.CANCELLED else BAD_BASE64
+            outcome = mechanism.step(decoded)
+        if isinstance(outcome, sasl.SaslError):
+            return await self._auth_failed(None, outcome.reason)
+        return await self._login(outcome, mechanism.name)
+
+    async def _read_auth_line(self) -> bytes | None:
+        """The client's answer to a "+ " challenge; None if the connection went away."""
+        self.framer.expect_line()
+        while True:
+            event = self.framer.next_event()
+            match event:
+                case LineReceived(line=line):
+                    return line
+                case NeedData():
+                    if not await self._wait():
+                        self.stopping = True
+                        return None
+                case CommandRejected():
+                    return b"*"  # an over-long response: treat as a cancel
+                case CommandReceived():
+                    return None  # not reachable in LINE mode; be safe
+
+    async def _login(self, creds: sasl.Credentials, method: str) -> Reply:
+        account = creds.authcid
+        throttle = self.ctx.throttle
+        if throttle.locked_out(self.peer_ip, account):
+            return await self._auth_failed(account, "locked out", count=False)
+        if creds.authzid and creds.authzid.lower() != account.lower():
+            return await self._auth_failed(account, "authzid differs from authcid")
+        # Primary address or any alias; argon2 runs off the event loop.
+        user = await self.ctx.directory.authenticate(account, creds.password)
+        if user is None:
+            return await self._auth_failed(account, "bad credentials")
+        throttle.record_success(self.peer_ip, account)
+        if self.ctx.by_user.get(user.id, 0) >= self.settings.max_connections_per_user:
+            self.log.info("login_refused", account=account, reason="user connection limit")
+            return TOO_MANY_USER_CONNECTIONS
+        if not self.ctx.locks.acquire(user.id):
+            self.log.info("login_refused", account=account, reason="maildrop in use")
+            return replies.MAILDROP_IN_USE
+        self.locked = user.id
+        try:
+            maildrop = await self._snapshot(user.id)
+        except Exception:
+            self.log.exception("maildrop_failed", account=account)
+            self._release()
+            return replies.TEMP_FAILURE
+        self.user = user
+        self.ctx.by_user[user.id] = self.ctx.by_user.get(user.id, 0) + 1
+        self.log.info(
+            "login",
+            account=account,
+            mailbox=user.primary_address,
+            method=method,
+            messages=len(maildrop),
+        )
+        return self.session.begin_transaction(maildrop)
+
+    async def _snapshot(self, mailbox_id: int) -> list[MaildropEntry]:
+        """The Inbox at login (Exchange's POP3 sees only the Inbox), oldest first."""
+        folder = await self.ctx.mail.get_folder(mailbox_id, "Inbox")
+        self.folder_id = folder.id
+        items = sorted(await self.ctx.mail.list_items(folder.id), key=lambda i: i.uid)
+        entries = []
+        for item in items:
+            if not item.blob_id:
+                continue  # an item without MIME content has nothing to retrieve
+            # RFC 1939 §7 unique-id: stable across sessions while UIDVALIDITY holds.
+            uid = f"{folder.uidvalidity}.{item.uid}"
+            self.items[uid] = item
+            # `item.size` counts the header prefix and the blob: the bytes RETR sends
+            # before dot-stuffing (stored mail has CRLF line ends; RFC 1939 §11).
+            entries.append(MaildropEntry(uid, item.size))
+        return entries
+
+    async def _auth_failed(self, account: str | None, reason: str, count: bool = True) -> Reply:
+        throttle = self.ctx.throttle
+        if count:
+            throttle.record_failure(self.peer_ip, account)
+        self.log.warning("login_failed", account=account, reason=reason)
+        delay = (
+            self.ctx.tarpit_override
+            if self.ctx.tarpit_override is not None
+            else throttle.delay_for(self.peer_ip, account)
+        )
+        if delay > 0:
+            self._flush()
+            await asyncio.sleep(delay)
+        return replies.AUTH_FAILED
+
+    async def _on_stls(self) -> bool:
+        tls_context = self.ctx.tls_context
+        if self.tls_active:
+            self.send(replies.TLS_ACTIVE)
+            return True
+        if tls_context is None:
+            self.send(STLS_UNAVAILABLE)
+            return True
+        dropped = self.framer.discard_buffered()  # CVE-2011-0411
+        if dropped:
+            self.log.warning("stls_injection_discarded", bytes=dropped)
+        self.send(replies.BEGIN_TLS)
+        self._flush()
+        transport = self.channel.transport
+        if transport is None:
+            return False
+        try:
+            new_transport = await asyncio.get_running_loop().start_tls(
+                transport,
+                self.channel,
+                tls_context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.log.info("tls_handshake_failed", error=str(exc))
+            self.channel.closed = True
+            return False
+        if new_transport is None:
+            return False
+        self.channel.transport = new_transport
+        self.tls_active = True
+        # RFC 2595 §4: forget what the client said before TLS (a USER name).
+        self.user_name = None
+        self.log.info("tls_started", tls=describe(new_transport.get_extra_info("ssl_object")))
+        return True
+
+    # ------------------------------------------------------------ TRANSACTION, UPDATE
+
+    async def _send_message(self, order: SendMessage) -> bool:
+        item = self.items[order.uid]
+        try:
+            chunks = self.ctx.blobs.stream(item.blob_id, STREAM_CHUNK)
+            first = await anext(chunks, b"")
+        except Exception:
+            # Nothing of the body was sent yet, so the client can be told.
+            self.log.warning("message_unreadable", uid=order.uid, exc_info=True)
+            self.send(replies.TEMP_FAILURE)
+            return True
+        self.send(order.head())
+        self._flush()
+        stuffer = DotStuffer()
+        cutter = _TopCutter(order.lines) if order.lines is not None else None
+        message = _prepend(item.header_prefix, first, chunks)
+        try:
+            async for chunk in message:
+                data = cutter.feed(chunk) if cutter is not None else chunk
+                out = stuffer.feed(data)
+                if out:
+                    self.channel.write(out)
+                    await self.channel.drain()
+                if self.channel.closed or (cutter is not None and cutter.done):
+                    break
+        except Exception:
+            # Half a body cannot be taken back: the only honest end is to close.
+            self.log.warning("message_stream_failed", uid=order.uid, exc_info=True)
+            return False
+        finally:
+            await message.aclose()
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()  # the blob's file handle, if TOP stopped early
+        self.channel.write(stuffer.finish())
+        return not self.channel.closed
+
+    async def _commit(self, uids: tuple[str, ...]) -> Reply:
+        """RFC 1939 §6 UPDATE: expunge the marked items, then answer."""
+        assert self.user is not None
+        if uids:
+            wanted = [self.items[uid].uid for uid in uids]
+            try:
+                # An item already gone (another client expunged it) counts as removed.
+                await self.ctx.mail.expunge(self.folder_id, wanted)
+            except Exception:
+                self.log.exception("update_failed", mailbox=self.user.primary_address)
+                return replies.UPDATE_FAILED
+        self.log.info("logout", mailbox=self.user.primary_address, deleted=len(uids))
+        return replies.BYE
+
+    def _release(self) -> None:
+        if self.locked is not None:
+            self.ctx.locks.release(self.locked)
+            self.locked = None
+        if self.user is not None:
+            left = self.ctx.by_user.get(self.user.id, 1) - 1
+            if left > 0:
+                self.ctx.by_user[self.user.id] = left
+            else:
+                self.ctx.by_user.pop(self.user.id, None)
+            self.user = None
+
+
+async def _prepend(
+    prefix: bytes, first: bytes, rest: AsyncIterator[bytes]
+) -> AsyncGenerator[bytes, None]:
+    """The stored message: the per-recipient header prefix, then the shared blob."""
+    if prefix:
+        yield prefix
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+class Pop3Listener:
+    """One listening socket: 995 with `implicit_tls`, else 110 with STLS offered.
+
+    Construct with a `Pop3Context` (shared by both listeners), then
+    `await start()`; `bound_port` is the port in use (0 picks one);
+    `await stop()` closes the socket and every connection.
+    """
+
+    def __init__(
+        self, ctx: Pop3Context, host: str | None, port: int, *, implicit_tls: bool = False
+    ) -> None:
+        if implicit_tls and ctx.tls_context is None:
+            raise ValueError("implicit TLS needs a TLS context")
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.live: dict[asyncio.Task[None], Pop3Connection] = {}
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().create_server(
+            self._make_channel,
+            self.host,
+            self.port,
+            ssl=self.ctx.tls_context if self.implicit_tls else None,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.implicit_tls else None,
+            reuse_address=True,
+            backlog=512,
+        )
+
+    @property
+    def bound_port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def _make_channel(self) -> asyncio.Protocol:
+        return Pop3Channel(Pop3Framer(), self._connected)
+
+    def _connected(self, channel: Pop3Channel) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(channel))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, channel: Pop3Channel) -> None:
+        transport = channel.transport
+        if transport is None:
+            return
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip = str(peer[0])
+        ctx = self.ctx
+        settings = ctx.settings
+        if (
+            ctx.connections >= settings.max_connections
+            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
+        ):
+            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
+            channel.write(TOO_MANY_CONNECTIONS.to_bytes())
+            channel.close()
+            return
+        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
+        connection = Pop3Connection(ctx, channel, ip, self.implicit_tls)
+        task = asyncio.current_task()
+        assert task is not None
+        self.live[task] = connection
+        try:
+            await connection.run()
+        finally:
+            self.live.pop(task, None)
+            left = ctx.by_ip.get(ip, 1) - 1
+            if left > 0:
+                ctx.by_ip[ip] = left
+            else:
+                ctx.by_ip.pop(ip, None)
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting and hang up every client; nothing is deleted (RFC 1939 §6)."""
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.live.values()):
+            connection.shutdown()
+        if self.tasks:
+            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
+        if self.server is not None:
+            await self.server.wait_closed()
