@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from postwerk.core.errors import NotFound
-from postwerk.store.records import AddressSpace, SendConnector
+from postwerk.store.records import AddressSpace, ProtocolSettings, SendConnector
 
 
 async def test_send_connector_roundtrip(backend: Any) -> None:
@@ -39,3 +39,16 @@ async def test_send_connector_roundtrip(backend: Any) -> None:
     assert await d.list_send_connectors() == [changed]
     with pytest.raises(NotFound):
         await d.remove_send_connector("Relay")
+
+
+async def test_protocol_settings_roundtrip(backend: Any) -> None:
+    d = backend.directory
+    assert await d.get_protocol_settings("pop3") is None
+    pop = ProtocolSettings("pop3", True, {"login_type": "SecureLogin", "port": 110})
+    await d.put_protocol_settings(pop)
+    await d.put_protocol_settings(ProtocolSettings("imap4"))
+    assert await d.get_protocol_settings("pop3") == pop
+    assert await d.get_protocol_settings("imap4") == ProtocolSettings("imap4", False, {})
+    off = ProtocolSettings("pop3", False, {"port": 10110})
+    await d.put_protocol_settings(off)  # replaces
+    assert await d.get_protocol_settings("pop3") == off

@@ -19,6 +19,8 @@ from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
 from postwerk.roles.delivery_workers import DeliveryWorkers
+from postwerk.roles.protocol_listeners import Pop3Runtime
+from postwerk.services.pop3 import Pop3Context
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.blobs import FileBlobStore
@@ -109,11 +111,15 @@ class AllInOneServer:
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
+    pop3: Pop3Runtime | None = None  # POP3 listeners, started by `postwerk pop enable`
 
     @property
     def ports(self) -> dict[int, int]:
         """Actual listening port by configured port (25 -> 10025 with offset 10000)."""
-        return {listener.config_port: listener.bound_port for listener in self.listeners}
+        ports = {listener.config_port: listener.bound_port for listener in self.listeners}
+        if self.pop3 is not None:
+            ports.update(self.pop3.bound_ports)
+        return ports
 
     async def start(self) -> None:
         log = structlog.get_logger("postwerk.server")
@@ -169,6 +175,21 @@ class AllInOneServer:
                 ) from exc
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
+        self.pop3 = Pop3Runtime(
+            Pop3Context(
+                directory=self.directory,
+                mail=self.backend.sql.mailstore,
+                blobs=self.backend.blobs,
+                throttle=throttle,  # one failure count per address across SMTP and POP3
+                tls_context=tls_context,
+                tarpit_override=self.tarpit_override,
+            ),
+            self.backend.sql.directory.get_protocol_settings,
+            host=host,
+            port_offset=self.port_offset,
+            ephemeral_ports=self.ephemeral_ports,
+        )
+        self.pop3.start()
         self.transport.start()
         if self.outbound is not None:
             self.outbound.start()
@@ -177,6 +198,8 @@ class AllInOneServer:
 
     async def stop(self) -> None:
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        if self.pop3 is not None:
+            await self.pop3.stop()
         if self.workers is not None:
             await self.workers.stop()
         if self.outbound is not None:

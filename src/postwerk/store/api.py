@@ -24,6 +24,7 @@ from postwerk.store.records import (
     Item,
     NewItem,
     Organization,
+    ProtocolSettings,
     QueuedMessage,
     QueuedRecipient,
     QueueSummary,
@@ -225,6 +226,10 @@ class DirectoryStore(Protocol):
     async def put_receive_connector(self, connector: ReceiveConnector) -> None: ...
 
     async def list_send_connectors(self) -> list[SendConnector]: ...
+
+    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None: ...
+
+    async def put_protocol_settings(self, settings: ProtocolSettings) -> None: ...
 
     async def put_send_connector(self, connector: SendConnector) -> None:
         """Create or replace by name."""

@@ -91,6 +91,17 @@ TLS_POLICIES = ("opportunistic", "required", "none")
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolSettings:
+    """A client access protocol's switch and settings (Exchange's Set-PopSettings,
+    Set-ImapSettings): `protocol` is "pop3" or "imap4"; `settings` is the service's
+    own typed settings as JSON (services/pop3.py `Pop3Settings.to_mapping`)."""
+
+    protocol: str
+    enabled: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SendConnector:
     """Exchange's SendConnector as data (New-SendConnector parameters)."""
 

@@ -11,6 +11,7 @@ from postwerk.store.records import (
     AcceptedDomain,
     DomainType,
     Organization,
+    ProtocolSettings,
     ReceiveConnector,
     Recipient,
     RecipientKind,
@@ -27,6 +28,7 @@ class MemoryDirectory:
         self._members: dict[int, dict[str, str]] = {}  # group id -> key -> address
         self._connectors: dict[str, ReceiveConnector] = {}
         self._send_connectors: dict[str, SendConnector] = {}
+        self._protocols: dict[str, ProtocolSettings] = {}
         self._next_id = 1
 
     async def get_organization(self) -> Organization | None:
@@ -162,6 +164,12 @@ class MemoryDirectory:
 
     async def put_receive_connector(self, connector: ReceiveConnector) -> None:
         self._connectors[connector.name] = connector
+
+    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None:
+        return self._protocols.get(protocol)
+
+    async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
+        self._protocols[settings.protocol] = settings
 
     async def list_send_connectors(self) -> list[SendConnector]:
         return [self._send_connectors[k] for k in sorted(self._send_connectors)]

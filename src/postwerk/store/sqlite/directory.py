@@ -23,6 +23,7 @@ from postwerk.store.records import (
     AddressSpace,
     DomainType,
     Organization,
+    ProtocolSettings,
     ReceiveConnector,
     Recipient,
     RecipientKind,
@@ -33,6 +34,7 @@ from postwerk.store.sqlite.schema import (
     accepted_domain,
     group_member,
     organization,
+    protocol_settings,
     proxy_address,
     receive_connector,
     recipient,
@@ -371,6 +373,40 @@ class SqliteDirectory:
                 delete(receive_connector).where(receive_connector.c.name == connector.name)
             )
             conn.execute(insert(receive_connector).values(**row))
+
+        await self._db.write(run)
+
+    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None:
+        def run(conn: Connection) -> ProtocolSettings | None:
+            row = (
+                conn.execute(
+                    select(protocol_settings).where(protocol_settings.c.protocol == protocol)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            return ProtocolSettings(
+                protocol=row["protocol"],
+                enabled=bool(row["enabled"]),
+                settings=json.loads(row["settings"]),
+            )
+
+        return await self._db.read(run)
+
+    async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
+        row = {
+            "protocol": settings.protocol,
+            "enabled": settings.enabled,
+            "settings": json.dumps(settings.settings, sort_keys=True),
+        }
+
+        def run(conn: Connection) -> None:
+            conn.execute(
+                delete(protocol_settings).where(protocol_settings.c.protocol == settings.protocol)
+            )
+            conn.execute(insert(protocol_settings).values(**row))
 
         await self._db.write(run)
 

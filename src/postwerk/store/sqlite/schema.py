@@ -141,6 +141,14 @@ receive_connector = Table(
     Column("bound", Boolean, nullable=False),
 )
 
+protocol_settings = Table(
+    "protocol_settings",
+    metadata,
+    Column("protocol", String, primary_key=True),  # "pop3", "imap4"
+    Column("enabled", Boolean, nullable=False),
+    Column("settings", Text, nullable=False),  # JSON of the service's typed settings
+)
+
 send_connector = Table(
     "send_connector",
     metadata,
