@@ -96,3 +96,46 @@ def test_pop_is_off_until_enabled_then_follows_the_settings(org: RunningServer) 
     wait_for(lambda: pop_ports(org) == {}, timeout=10)
     with pytest.raises(OSError):
         poplib.POP3_SSL("127.0.0.1", ports[995], context=ssl.create_default_context(), timeout=3)
+
+
+def test_delivery_and_pop3_expunge_notify_watchers(org: RunningServer) -> None:
+    """What IMAP IDLE will rely on: a delivery, and a POP3 QUIT that deletes, wake
+    every session watching the mailbox."""
+    alice = f"alice@{DOMAIN}"
+
+    async def mailbox_id() -> int:
+        return int((await org.server.directory.get(alice)).id)
+
+    mid = org.call(mailbox_id())
+
+    async def watch_for(seconds: float) -> bool:
+        with org.server.notifier.watch(mid) as w:
+            ready.set()
+            return bool(await w.wait(seconds))
+
+    import threading
+
+    ready = threading.Event()
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(org.call(watch_for(10))))
+    t.start()
+    ready.wait(5)
+    deliver(org, "wake up")
+    t.join(15)
+    assert woke == [True]
+
+    cli(org.data_dir, "pop", "enable")
+    wait_for(lambda: 995 in pop_ports(org), timeout=10)
+    org.wait_inbox(alice, 1)
+    ready.clear()
+    woke.clear()
+    t = threading.Thread(target=lambda: woke.append(org.call(watch_for(10))))
+    t.start()
+    ready.wait(5)
+    box = poplib.POP3_SSL("127.0.0.1", pop_ports(org)[995], context=org.client_context())
+    box.user(alice)
+    box.pass_(PASSWORD)
+    box.dele(1)
+    box.quit()
+    t.join(15)
+    assert woke == [True]

@@ -18,6 +18,7 @@ from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
+from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import Pop3Runtime
 from postwerk.services.pop3 import Pop3Context
@@ -112,6 +113,7 @@ class AllInOneServer:
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
     pop3: Pop3Runtime | None = None  # POP3 listeners, started by `postwerk pop enable`
+    notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
 
     @property
     def ports(self) -> dict[int, int]:
@@ -183,6 +185,7 @@ class AllInOneServer:
                 throttle=throttle,  # one failure count per address across SMTP and POP3
                 tls_context=tls_context,
                 tarpit_override=self.tarpit_override,
+                notifier=self.notifier,
             ),
             self.backend.sql.directory.get_protocol_settings,
             host=host,
@@ -245,6 +248,8 @@ async def build(
     offset = settings.server.port_offset if port_offset is None else port_offset
     server = AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
     server.outbound = outbound
+    # Sessions watching a mailbox (IMAP IDLE, concurrent sessions) learn of deliveries.
+    transport.on_delivered = server.notifier.changed
     processes = settings.transport.delivery_processes
     if processes > 1:
         workers = DeliveryWorkers(data_dir, processes)

@@ -47,6 +47,7 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
+from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.protocols.pop3 import (
     Auth,
     Capa,
@@ -227,6 +228,7 @@ class Pop3Context:
     settings: Pop3Settings = field(default_factory=Pop3Settings)
     tarpit_override: float | None = None  # tests shorten the failed-login tarpit
     locks: MaildropLocks = field(default_factory=MaildropLocks)
+    notifier: MailboxNotifier | None = None  # tells other sessions about expunges
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.pop3")
     )
@@ -749,6 +751,8 @@ class Pop3Connection:
             except Exception:
                 self.log.exception("update_failed", mailbox=self.user.primary_address)
                 return replies.UPDATE_FAILED
+            if self.ctx.notifier is not None:
+                self.ctx.notifier.changed((self.user.id,))  # IMAP sessions on this Inbox
         self.log.info("logout", mailbox=self.user.primary_address, deleted=len(uids))
         return replies.BYE
 
