@@ -45,7 +45,8 @@ async def inbox(backend: Any, mailbox: int = MBX) -> Folder:
 
 async def check_counters(backend: Any, folder_id: int, mailbox: int = MBX) -> Folder:
     """The invariant: counters equal what the items say."""
-    folder = next(f for f in await backend.mailstore.list_folders(mailbox) if f.id == folder_id)
+    folders: list[Folder] = await backend.mailstore.list_folders(mailbox)
+    folder = next(f for f in folders if f.id == folder_id)
     items = await backend.mailstore.list_items(folder_id)
     assert folder.messages == len(items)
     assert folder.unseen == sum(1 for i in items if not i.flags & Flag.SEEN)

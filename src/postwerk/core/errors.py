@@ -19,8 +19,20 @@ class InvalidName(PostwerkError):
     """A name or address is not acceptable."""
 
 
+class NotPermitted(PostwerkError):
+    """The object exists, but this operation on it is refused by policy."""
+
+
 class FolderNotFound(NotFound):
     pass
+
+
+class DefaultFolderProtected(NotPermitted):
+    """Exchange's default folders (Inbox, Sent Items, ...) cannot be renamed or deleted."""
+
+
+class FolderHasChildren(NotPermitted):
+    """A folder with subfolders cannot be deleted (we keep no \\Noselect remnants)."""
 
 
 class MailboxNotFound(NotFound):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
+from postwerk.core.errors import InvalidName
 from postwerk.store.records import (
     AcceptedDomain,
     DomainType,
@@ -58,12 +59,58 @@ DEFAULT_FOLDERS: tuple[tuple[str, str, str | None], ...] = (
 # the conformance suite) agrees on them instead of re-deriving them.
 
 
+# The names create_default_folders makes: Exchange lets nobody rename or delete them.
+DEFAULT_FOLDER_NAMES: frozenset[str] = frozenset(name for name, _, _ in DEFAULT_FOLDERS)
+
+# The hierarchy separator of folder names, as IMAP LIST reports it.
+SEPARATOR = "/"
+
+
 def folder_key(name: str) -> str:
     """The stored folder name a client's name refers to.
 
     RFC 9051 §5.1: INBOX is case-insensitive; every other name matches exactly.
+    The first level of a name below INBOX ("inbox/Lists") is INBOX too, as in
+    Dovecot and Exchange, so a folder under Inbox has one spelling only.
     """
-    return "Inbox" if name.upper() == "INBOX" else name
+    head, sep, rest = name.partition(SEPARATOR)
+    if head.upper() != "INBOX":
+        return name
+    return "Inbox" + sep + rest
+
+
+def check_folder_name(name: str) -> str:
+    """The stored name (`folder_key`) for a folder to be created or renamed to;
+    InvalidName when it cannot be one.
+
+    Protocol-neutral rules, stricter than RFC 9051 needs, so that every client
+    (IMAP, EWS, EAS) can name every folder: no empty level (which also refuses
+    a leading or trailing "/"), no "." or ".." level, no control character, no
+    wildcard ("*" and "%" would make LIST patterns ambiguous, RFC 9051 §6.3.9).
+    """
+    if not name:
+        raise InvalidName("empty folder name")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        raise InvalidName("control character in folder name")
+    if "*" in name or "%" in name:
+        raise InvalidName("wildcard character in folder name")
+    levels = name.split(SEPARATOR)
+    if any(not level for level in levels):
+        raise InvalidName("empty hierarchy level in folder name")
+    if any(level in (".", "..") for level in levels):
+        raise InvalidName("'.' or '..' hierarchy level in folder name")
+    return folder_key(name)
+
+
+def folder_parents(key: str) -> list[str]:
+    """The superiors of a stored name, outermost first: "a/b/c" -> ["a", "a/b"]."""
+    levels = key.split(SEPARATOR)
+    return [SEPARATOR.join(levels[:n]) for n in range(1, len(levels))]
+
+
+def is_below(name: str, ancestor: str) -> bool:
+    """Whether stored name `name` is an inferior of `ancestor` (not `ancestor` itself)."""
+    return name.startswith(ancestor + SEPARATOR)
 
 
 def address_key(address: str) -> str:
@@ -266,7 +313,75 @@ class MailStore(Protocol):
     async def expunge(self, folder_id: int, uids: Sequence[int]) -> list[int]: ...
 
     async def delete_mailbox(self, mailbox_id: int) -> list[str]:
-        """Remove all folders and items; return blob ids no longer referenced by this store."""
+        """Remove all folders, items and subscriptions; return blob ids no longer
+        referenced by this store."""
+        ...
+
+    # Folder hierarchy (IMAP CREATE/RENAME/DELETE; "/" separates levels).
+
+    async def create_folder(self, mailbox_id: int, name: str) -> Folder:
+        """Create a mail folder (IPF.Note) and any missing superiors (RFC 9051 §6.3.4),
+        each with a new UIDVALIDITY; return the folder named.
+
+        InvalidName (`check_folder_name`); AlreadyExists when it exists (INBOX always does).
+        """
+        ...
+
+    async def rename_folder(self, mailbox_id: int, old: str, new: str) -> Folder:
+        """Rename a folder and its inferiors (RFC 9051 §6.3.6), keeping ids, UIDs,
+        UIDVALIDITY and counters; missing superiors of `new` are created. Returns
+        the renamed folder. Subscriptions are left as they are (RFC 9051 §6.3.7).
+
+        FolderNotFound; AlreadyExists (INBOX always exists); InvalidName, also for a
+        folder moved below itself; DefaultFolderProtected for Exchange's default
+        folders and for INBOX (RFC 9051's "move INBOX's messages" is not supported).
+        """
+        ...
+
+    async def delete_folder(self, mailbox_id: int, name: str) -> list[str]:
+        """Remove a folder and its items; return blob ids no longer referenced by
+        this store. Subscriptions are left as they are (RFC 9051 §6.3.7).
+
+        FolderNotFound; DefaultFolderProtected; FolderHasChildren (RFC 9051 §6.3.5
+        would allow a \\Noselect remnant; we refuse instead).
+        """
+        ...
+
+    # Items between folders (IMAP COPY/MOVE).
+
+    async def copy_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        """Copy items into another folder of the same mailbox; return (source uid,
+        new uid) pairs in source UID order (COPYUID, RFC 4315). Copies share the
+        blob and keep flags, keywords, internal date, summary and header prefix,
+        but no delivery key; all take one new MODSEQ of the destination. Absent
+        UIDs are skipped. FolderNotFound; NotPermitted across mailboxes.
+        """
+        ...
+
+    async def move_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        """`copy_items` and expunge from the source as one atomic change (RFC 6851).
+        A moved item keeps its id and delivery key (a redone delivery still finds
+        it); the source's and the destination's HIGHESTMODSEQ each grow by one.
+        """
+        ...
+
+    # Subscriptions (IMAP LSUB / LIST (SUBSCRIBED)): names, not folders.
+
+    async def subscribe(self, mailbox_id: int, name: str) -> None:
+        """Subscribe to a name (stored as `folder_key`); idempotent. It need not
+        exist (RFC 9051 §6.3.7). InvalidName as `check_folder_name`."""
+        ...
+
+    async def unsubscribe(self, mailbox_id: int, name: str) -> None:
+        """NotFound when the name is not subscribed."""
+        ...
+
+    async def list_subscriptions(self, mailbox_id: int) -> list[str]:
+        """Subscribed names, sorted."""
         ...
 
 

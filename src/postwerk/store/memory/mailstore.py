@@ -12,8 +12,24 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from postwerk.core.errors import FolderNotFound, ItemNotFound
-from postwerk.store.api import DEFAULT_FOLDERS, folder_key
+from postwerk.core.errors import (
+    AlreadyExists,
+    DefaultFolderProtected,
+    FolderHasChildren,
+    FolderNotFound,
+    InvalidName,
+    ItemNotFound,
+    NotFound,
+    NotPermitted,
+)
+from postwerk.store.api import (
+    DEFAULT_FOLDER_NAMES,
+    DEFAULT_FOLDERS,
+    check_folder_name,
+    folder_key,
+    folder_parents,
+    is_below,
+)
 from postwerk.store.records import Flag, Folder, Item, NewItem
 
 
@@ -40,6 +56,7 @@ class MemoryMailStore:
         self._next_folder = 1
         self._next_item = 1
         self._last_uidvalidity = 0
+        self._subscriptions: dict[int, set[str]] = {}  # mailbox -> names
 
     async def create_default_folders(self, mailbox_id: int) -> list[Folder]:
         existing = {f.name for f in self._folders.values() if f.mailbox_id == mailbox_id}
@@ -194,6 +211,178 @@ class MemoryMailStore:
             blobs.update(i.blob_id for i in self._items.pop(fid).values())
             del self._folders[fid]
         self._keys = {k: v for k, v in self._keys.items() if k[0] != mailbox_id}
+        self._subscriptions.pop(mailbox_id, None)
+        return self._unreferenced(blobs)
+
+    async def create_folder(self, mailbox_id: int, name: str) -> Folder:
+        key = check_folder_name(name)
+        if key == "Inbox" or self._find(mailbox_id, key) is not None:
+            raise AlreadyExists(f"folder {name!r} exists in mailbox {mailbox_id}")
+        self._create_parents(mailbox_id, key)
+        return self._new_folder(mailbox_id, key)
+
+    async def rename_folder(self, mailbox_id: int, old: str, new: str) -> Folder:
+        old_key = folder_key(old)
+        if old_key == "Inbox":
+            raise DefaultFolderProtected("renaming INBOX is not supported")
+        new_key = check_folder_name(new)
+        source = self._find(mailbox_id, old_key)
+        if source is None:
+            raise FolderNotFound(f"folder {old!r} not found in mailbox {mailbox_id}")
+        if source.name in DEFAULT_FOLDER_NAMES:
+            raise DefaultFolderProtected(f"default folder {source.name!r} cannot be renamed")
+        if is_below(new_key, old_key):
+            raise InvalidName(f"folder {old!r} cannot move below itself")
+        moving = [
+            f
+            for f in await self.list_folders(mailbox_id)
+            if f.name == old_key or is_below(f.name, old_key)
+        ]
+        targets = [new_key + f.name[len(old_key) :] for f in moving]
+        if new_key == "Inbox" or any(self._find(mailbox_id, t) is not None for t in targets):
+            raise AlreadyExists(f"folder {new!r} exists in mailbox {mailbox_id}")
+        # Everything is checked: from here on nothing raises (atomic on the loop).
+        self._create_parents(mailbox_id, new_key)
+        for f, target in zip(moving, targets, strict=True):
+            self._folders[f.id] = replace(f, name=target)
+        return self._folders[source.id]
+
+    async def delete_folder(self, mailbox_id: int, name: str) -> list[str]:
+        found = await self.get_folder(mailbox_id, name)
+        if found.name in DEFAULT_FOLDER_NAMES:
+            raise DefaultFolderProtected(f"default folder {found.name!r} cannot be deleted")
+        if any(is_below(f.name, found.name) for f in await self.list_folders(mailbox_id)):
+            raise FolderHasChildren(f"folder {name!r} has subfolders")
+        gone = self._items.pop(found.id)
+        del self._folders[found.id]
+        for i in gone.values():
+            if i.delivery_key is not None:
+                self._keys.pop((i.mailbox_id, i.delivery_key), None)
+        return self._unreferenced({i.blob_id for i in gone.values()})
+
+    async def copy_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        found = self._transfer(folder_id, uids, dest_folder_id)
+        if not found:
+            return []
+        dest = self._bump_dest(dest_folder_id, found)
+        dest_items = self._items[dest_folder_id]
+        first = dest.uidnext - len(found)
+        pairs: list[tuple[int, int]] = []
+        for n, i in enumerate(found):
+            # A copy is a new message: new id, no delivery key (the key names
+            # the delivered original, and is unique per mailbox).
+            copied = replace(
+                i,
+                id=self._next_item,
+                folder_id=dest_folder_id,
+                uid=first + n,
+                modseq=dest.highest_modseq,
+                summary=_json_copy(i.summary),
+                delivery_key=None,
+            )
+            self._next_item += 1
+            dest_items[copied.uid] = copied
+            pairs.append((i.uid, copied.uid))
+        return pairs
+
+    async def move_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        found = self._transfer(folder_id, uids, dest_folder_id)
+        if not found:
+            return []
+        # The expunge half first, then the copy half, so a move within one folder
+        # (allowed: new UIDs) sees the counters the first half left.
+        source_items = self._items[folder_id]
+        for i in found:
+            del source_items[i.uid]
+        f = self._folders[folder_id]
+        self._folders[folder_id] = replace(
+            f,
+            highest_modseq=f.highest_modseq + 1,
+            messages=f.messages - len(found),
+            unseen=f.unseen - sum(_unseen(i.flags) for i in found),
+            size=f.size - sum(i.size for i in found),
+        )
+        dest = self._bump_dest(dest_folder_id, found)
+        dest_items = self._items[dest_folder_id]
+        first = dest.uidnext - len(found)
+        pairs: list[tuple[int, int]] = []
+        for n, i in enumerate(found):
+            moved = replace(i, folder_id=dest_folder_id, uid=first + n, modseq=dest.highest_modseq)
+            dest_items[moved.uid] = moved
+            if moved.delivery_key is not None:
+                self._keys[(moved.mailbox_id, moved.delivery_key)] = moved
+            pairs.append((i.uid, moved.uid))
+        return pairs
+
+    async def subscribe(self, mailbox_id: int, name: str) -> None:
+        self._subscriptions.setdefault(mailbox_id, set()).add(check_folder_name(name))
+
+    async def unsubscribe(self, mailbox_id: int, name: str) -> None:
+        names = self._subscriptions.get(mailbox_id, set())
+        key = folder_key(name)
+        if key not in names:
+            raise NotFound(f"{name!r} is not subscribed in mailbox {mailbox_id}")
+        names.discard(key)
+
+    async def list_subscriptions(self, mailbox_id: int) -> list[str]:
+        return sorted(self._subscriptions.get(mailbox_id, ()))
+
+    def _new_folder(self, mailbox_id: int, key: str) -> Folder:
+        # The same clock-based, never-reused UIDVALIDITY as the default folders.
+        uidvalidity = max(int(time.time()), self._last_uidvalidity + 1)
+        self._last_uidvalidity = uidvalidity
+        fid = self._next_folder
+        self._next_folder += 1
+        created = Folder(
+            id=fid,
+            mailbox_id=mailbox_id,
+            name=key,
+            container_class="IPF.Note",
+            special_use=None,
+            uidvalidity=uidvalidity,
+            uidnext=1,
+            highest_modseq=1,
+            messages=0,
+            unseen=0,
+            size=0,
+        )
+        self._folders[fid] = created
+        self._items[fid] = {}
+        return created
+
+    def _create_parents(self, mailbox_id: int, key: str) -> None:
+        # RFC 9051 §6.3.4 / §6.3.6: superiors a new name needs are created too.
+        for parent in folder_parents(key):
+            if self._find(mailbox_id, parent) is None:
+                self._new_folder(mailbox_id, parent)
+
+    def _transfer(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[Item]:
+        """The items a copy or move takes, in UID order, after checking both folders."""
+        source_items = self._folder_items(folder_id)
+        self._folder_items(dest_folder_id)
+        if self._folders[folder_id].mailbox_id != self._folders[dest_folder_id].mailbox_id:
+            raise NotPermitted("items cannot be copied or moved to another mailbox")
+        return [source_items[u] for u in sorted(set(uids)) if u in source_items]
+
+    def _bump_dest(self, dest_folder_id: int, arriving: list[Item]) -> Folder:
+        # One change for the whole batch: one new MODSEQ that every arrival takes.
+        d = self._folders[dest_folder_id]
+        d = replace(
+            d,
+            uidnext=d.uidnext + len(arriving),
+            highest_modseq=d.highest_modseq + 1,
+            messages=d.messages + len(arriving),
+            unseen=d.unseen + sum(_unseen(i.flags) for i in arriving),
+            size=d.size + sum(i.size for i in arriving),
+        )
+        self._folders[dest_folder_id] = d
+        return d
+
+    def _unreferenced(self, blobs: set[str]) -> list[str]:
         still = {i.blob_id for items in self._items.values() for i in items.values()}
         return sorted(blobs - still)
 

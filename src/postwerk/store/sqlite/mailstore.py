@@ -9,11 +9,14 @@ Invariants (see `store.api`), and how this file keeps them:
   so SELECT and STATUS read one row instead of counting.
 - Idempotent delivery is a probe of the unique (mailbox_id, delivery_key) index,
   so its cost does not grow with the mailbox.
+- Folder hierarchy, copy/move and subscriptions: each call is one write job, so
+  a rename of a subtree or a move (RFC 6851) is all or nothing.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -21,11 +24,27 @@ from dataclasses import replace
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from postwerk.core.errors import FolderNotFound, ItemNotFound
-from postwerk.store.api import DEFAULT_FOLDERS, folder_key
+from postwerk.core.errors import (
+    AlreadyExists,
+    DefaultFolderProtected,
+    FolderHasChildren,
+    FolderNotFound,
+    InvalidName,
+    ItemNotFound,
+    NotFound,
+    NotPermitted,
+)
+from postwerk.store.api import (
+    DEFAULT_FOLDER_NAMES,
+    DEFAULT_FOLDERS,
+    check_folder_name,
+    folder_key,
+    folder_parents,
+    is_below,
+)
 from postwerk.store.records import Flag, Folder, Item, NewItem
 from postwerk.store.sqlite.database import Database, driver_cursor
-from postwerk.store.sqlite.schema import folder, item, sequence
+from postwerk.store.sqlite.schema import folder, item, sequence, subscription
 
 _UIDV = "uidvalidity"
 
@@ -132,6 +151,29 @@ _INSERT_ITEM_SQL = (
     " size, internal_date, flags, keywords, modseq, summary, delivery_key)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
+
+# COPY and MOVE (moving to Deleted Items is how most clients delete) on the
+# driver's cursor too. A copy is INSERT ... SELECT: the summary JSON and the
+# header prefix are copied inside SQLite and never decoded in Python.
+_TRANSFER_ARRIVE_SQL = (
+    "UPDATE folder SET uidnext = uidnext + ?, highest_modseq = highest_modseq + 1,"
+    " messages = messages + ?, unseen = unseen + ?, size = size + ?"
+    " WHERE id = ? RETURNING uidnext, highest_modseq"
+)
+_TRANSFER_LEAVE_SQL = (
+    "UPDATE folder SET highest_modseq = highest_modseq + 1,"
+    " messages = messages - ?, unseen = unseen - ?, size = size - ? WHERE id = ?"
+)
+# A copy gets no delivery key: the key names the delivered original and is
+# unique per mailbox.
+_COPY_ITEM_SQL = (
+    "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key)"
+    " SELECT mailbox_id, ?, ?, item_class, blob_id, header_prefix, size, internal_date,"
+    " flags, keywords, ?, summary, NULL FROM item WHERE id = ?"
+)
+# A move keeps the row (id, delivery key): a redone delivery still finds it.
+_MOVE_ITEM_SQL = "UPDATE item SET folder_id = ?, uid = ?, modseq = ? WHERE id = ?"
 
 
 class SqliteMailStore:
@@ -406,14 +448,271 @@ class SqliteMailStore:
             )
             conn.execute(delete(item).where(item.c.mailbox_id == mailbox_id))
             conn.execute(delete(folder).where(folder.c.mailbox_id == mailbox_id))
-            orphans = []
-            for blob_id in sorted(blob_ids):
-                still = conn.scalar(select(item.c.id).where(item.c.blob_id == blob_id).limit(1))
-                if still is None:
-                    orphans.append(blob_id)
-            return orphans
+            conn.execute(delete(subscription).where(subscription.c.mailbox_id == mailbox_id))
+            return _orphans(conn, blob_ids)
 
         return await self._db.write(run)
+
+    async def create_folder(self, mailbox_id: int, name: str) -> Folder:
+        key = check_folder_name(name)
+
+        def run(conn: Connection) -> Folder:
+            existing = _folder_names(conn, mailbox_id)
+            if key == "Inbox" or key in existing:
+                raise AlreadyExists(f"folder {name!r} exists in mailbox {mailbox_id}")
+            _create_parents(conn, mailbox_id, key, set(existing))
+            return _insert_folder(conn, mailbox_id, key)
+
+        return await self._db.write(run)
+
+    async def rename_folder(self, mailbox_id: int, old: str, new: str) -> Folder:
+        old_key = folder_key(old)
+        if old_key == "Inbox":
+            raise DefaultFolderProtected("renaming INBOX is not supported")
+        new_key = check_folder_name(new)
+
+        def run(conn: Connection) -> Folder:
+            existing = _folder_names(conn, mailbox_id)
+            source_id = existing.get(old_key)
+            if source_id is None:
+                raise FolderNotFound(f"folder {old!r} not found in mailbox {mailbox_id}")
+            if old_key in DEFAULT_FOLDER_NAMES:
+                raise DefaultFolderProtected(f"default folder {old_key!r} cannot be renamed")
+            if is_below(new_key, old_key):
+                raise InvalidName(f"folder {old!r} cannot move below itself")
+            moving = {
+                fid: new_key + name[len(old_key) :]
+                for name, fid in existing.items()
+                if name == old_key or is_below(name, old_key)
+            }
+            if new_key == "Inbox" or any(t in existing for t in moving.values()):
+                raise AlreadyExists(f"folder {new!r} exists in mailbox {mailbox_id}")
+            _create_parents(conn, mailbox_id, new_key, set(existing))
+            conn.execute(
+                update(folder)
+                .where(folder.c.id == bindparam("folder_id"))
+                .values(name=bindparam("new_name")),
+                [{"folder_id": fid, "new_name": target} for fid, target in moving.items()],
+            )
+            return _get_folder(conn, source_id)
+
+        return await self._db.write(run)
+
+    async def delete_folder(self, mailbox_id: int, name: str) -> list[str]:
+        key = folder_key(name)
+
+        def run(conn: Connection) -> list[str]:
+            existing = _folder_names(conn, mailbox_id)
+            folder_id = existing.get(key)
+            if folder_id is None:
+                raise FolderNotFound(f"folder {name!r} not found in mailbox {mailbox_id}")
+            if key in DEFAULT_FOLDER_NAMES:
+                raise DefaultFolderProtected(f"default folder {key!r} cannot be deleted")
+            if any(is_below(other, key) for other in existing):
+                raise FolderHasChildren(f"folder {name!r} has subfolders")
+            blob_ids = set(
+                conn.execute(
+                    select(item.c.blob_id).where(item.c.folder_id == folder_id).distinct()
+                ).scalars()
+            )
+            conn.execute(delete(item).where(item.c.folder_id == folder_id))
+            conn.execute(delete(folder).where(folder.c.id == folder_id))
+            return _orphans(conn, blob_ids)
+
+        return await self._db.write(run)
+
+    async def copy_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        def run(conn: Connection) -> list[tuple[int, int]]:
+            rows = _transfer_rows(conn, folder_id, uids, dest_folder_id)
+            if not rows:
+                return []
+            cur = driver_cursor(conn)
+            first, modseq = _arrive(cur, dest_folder_id, rows)
+            cur.executemany(
+                _COPY_ITEM_SQL,
+                [(dest_folder_id, first + n, modseq, r[0]) for n, r in enumerate(rows)],
+            )
+            return [(r[1], first + n) for n, r in enumerate(rows)]
+
+        return await self._db.write(run)
+
+    async def move_items(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
+        def run(conn: Connection) -> list[tuple[int, int]]:
+            rows = _transfer_rows(conn, folder_id, uids, dest_folder_id)
+            if not rows:
+                return []
+            cur = driver_cursor(conn)
+            # The expunge half first, then the copy half: within one folder (a
+            # move there is allowed and renumbers) both apply in turn.
+            cur.execute(
+                _TRANSFER_LEAVE_SQL,
+                (len(rows), sum(_unseen(r[2]) for r in rows), sum(r[3] for r in rows), folder_id),
+            )
+            first, modseq = _arrive(cur, dest_folder_id, rows)
+            cur.executemany(
+                _MOVE_ITEM_SQL,
+                [(dest_folder_id, first + n, modseq, r[0]) for n, r in enumerate(rows)],
+            )
+            return [(r[1], first + n) for n, r in enumerate(rows)]
+
+        return await self._db.write(run)
+
+    async def subscribe(self, mailbox_id: int, name: str) -> None:
+        key = check_folder_name(name)
+
+        def run(conn: Connection) -> None:
+            found = conn.scalar(
+                select(subscription.c.name).where(
+                    subscription.c.mailbox_id == mailbox_id, subscription.c.name == key
+                )
+            )
+            if found is None:
+                conn.execute(insert(subscription).values(mailbox_id=mailbox_id, name=key))
+
+        await self._db.write(run)
+
+    async def unsubscribe(self, mailbox_id: int, name: str) -> None:
+        key = folder_key(name)
+
+        def run(conn: Connection) -> None:
+            gone = conn.execute(
+                delete(subscription).where(
+                    subscription.c.mailbox_id == mailbox_id, subscription.c.name == key
+                )
+            )
+            if gone.rowcount == 0:
+                raise NotFound(f"{name!r} is not subscribed in mailbox {mailbox_id}")
+
+        await self._db.write(run)
+
+    async def list_subscriptions(self, mailbox_id: int) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            return list(
+                conn.execute(
+                    select(subscription.c.name)
+                    .where(subscription.c.mailbox_id == mailbox_id)
+                    .order_by(subscription.c.name)
+                ).scalars()
+            )
+
+        return await self._db.read(run)
+
+
+def _arrive(
+    cur: sqlite3.Cursor, dest_folder_id: int, rows: list[tuple[int, int, int, int]]
+) -> tuple[int, int]:
+    """Take UIDs for `rows` in the destination and adjust its counters; one change,
+    so one new MODSEQ that every arrival takes. Returns (first new uid, modseq)."""
+    uidnext, modseq = cur.execute(
+        _TRANSFER_ARRIVE_SQL,
+        (
+            len(rows),
+            len(rows),
+            sum(_unseen(r[2]) for r in rows),
+            sum(r[3] for r in rows),
+            dest_folder_id,
+        ),
+    ).fetchone()
+    return uidnext - len(rows), modseq
+
+
+def _take_uidvalidity(conn: Connection) -> int:
+    """A new UIDVALIDITY: from the clock, above every value handed out before
+    (the `sequence` high-water mark, as in create_default_folders)."""
+    last = conn.scalar(select(sequence.c.value).where(sequence.c.name == _UIDV))
+    value = max(int(time.time()), (last or 0) + 1)
+    if last is None:
+        conn.execute(insert(sequence).values(name=_UIDV, value=value))
+    else:
+        conn.execute(update(sequence).where(sequence.c.name == _UIDV).values(value=value))
+    return value
+
+
+def _insert_folder(conn: Connection, mailbox_id: int, key: str) -> Folder:
+    row = (
+        conn.execute(
+            insert(folder)
+            .values(
+                mailbox_id=mailbox_id,
+                name=key,
+                container_class="IPF.Note",
+                special_use=None,
+                uidvalidity=_take_uidvalidity(conn),
+                uidnext=1,
+                highest_modseq=1,
+                messages=0,
+                unseen=0,
+                size=0,
+            )
+            .returning(*folder.c)
+        )
+        .mappings()
+        .one()
+    )
+    return _folder(row)
+
+
+def _create_parents(conn: Connection, mailbox_id: int, key: str, existing: set[str]) -> None:
+    # RFC 9051 §6.3.4 / §6.3.6: superiors a new name needs are created too.
+    for parent in folder_parents(key):
+        if parent not in existing:
+            _insert_folder(conn, mailbox_id, parent)
+
+
+def _folder_names(conn: Connection, mailbox_id: int) -> dict[str, int]:
+    # A mailbox has tens or hundreds of folders: reading every name is one
+    # small index range, simpler than prefix matching in SQL.
+    rows = conn.execute(select(folder.c.name, folder.c.id).where(folder.c.mailbox_id == mailbox_id))
+    return {name: fid for name, fid in rows}
+
+
+def _get_folder(conn: Connection, folder_id: int) -> Folder:
+    row = conn.execute(select(folder).where(folder.c.id == folder_id)).mappings().first()
+    if row is None:
+        raise FolderNotFound(f"folder {folder_id} not found")
+    return _folder(row)
+
+
+def _transfer_rows(
+    conn: Connection, folder_id: int, uids: Sequence[int], dest_folder_id: int
+) -> list[tuple[int, int, int, int]]:
+    """(id, uid, flags, size) of the items a copy or move takes, in UID order,
+    after checking both folders."""
+    found = conn.execute(
+        select(folder.c.id, folder.c.mailbox_id).where(folder.c.id.in_({folder_id, dest_folder_id}))
+    ).all()
+    mailboxes = {fid: mailbox_id for fid, mailbox_id in found}
+    for fid in (folder_id, dest_folder_id):
+        if fid not in mailboxes:
+            raise FolderNotFound(f"folder {fid} not found")
+    if mailboxes[folder_id] != mailboxes[dest_folder_id]:
+        raise NotPermitted("items cannot be copied or moved to another mailbox")
+    rows: list[tuple[int, int, int, int]] = []
+    for chunk in _chunks(uids):
+        rows.extend(
+            (r.id, r.uid, r.flags, r.size)
+            for r in conn.execute(
+                select(item.c.id, item.c.uid, item.c.flags, item.c.size).where(
+                    item.c.folder_id == folder_id, item.c.uid.in_(chunk)
+                )
+            )
+        )
+    rows.sort(key=lambda r: r[1])
+    return rows
+
+
+def _orphans(conn: Connection, blob_ids: set[str]) -> list[str]:
+    """Those of `blob_ids` that no item refers to any more (the blob_id index)."""
+    orphans = []
+    for blob_id in sorted(blob_ids):
+        still = conn.scalar(select(item.c.id).where(item.c.blob_id == blob_id).limit(1))
+        if still is None:
+            orphans.append(blob_id)
+    return orphans
 
 
 def _replace_flags(i: Item, flags: int, keywords: tuple[str, ...], modseq: int) -> Item:

@@ -233,6 +233,16 @@ item = Table(
     sqlite_autoincrement=True,
 )
 
+# IMAP subscriptions (RFC 9051 §6.3.7): names, not folder ids, because a
+# subscription outlives the folder it names and may name one that never existed.
+subscription = Table(
+    "subscription",
+    metadata,
+    Column("mailbox_id", BigInteger, nullable=False),
+    Column("name", String, nullable=False),
+    PrimaryKeyConstraint("mailbox_id", "name"),
+)
+
 # ---------------------------------------------------------------- transport
 
 queue_message = Table(
