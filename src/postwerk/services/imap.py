@@ -1,0 +1,1713 @@
+"""The IMAP4 back-end service: listeners on 143 (STARTTLS) and 993 (implicit TLS).
+
+Purpose: accept connections and drive the sans-I/O IMAP core
+(`protocols/imap`: `CommandFramer`, `parse_command`, `responses`) over the
+mailbox store, as Exchange 2013's IMAP4 back-end service does. An
+`ImapChannel` (asyncio Protocol) moves bytes; an `ImapConnection` task per
+client runs the command loop, with one exhaustive `match` over the command
+types and a table of the commands each state allows (RFC 9051 §3). The
+selected folder is a `mailbox.imap_view.FolderView`: sequence numbers,
+pending EXPUNGEs and flag updates live there.
+
+Security invariants:
+- Plaintext pipelined behind STARTTLS is dropped before the handshake
+  (RFC 9051 §11.1, CVE-2011-0411): the framer owns the only input buffer and
+  is cleared before the OK is written; no await runs in between.
+- Under `LoginType.SECURE_LOGIN` (the default) LOGIN and AUTHENTICATE PLAIN
+  are refused before TLS and LOGINDISABLED is advertised (RFC 9051 §6.2.3,
+  RFC 8314); the password never travels in the clear.
+- Failed logins go through `LoginThrottle`; logs carry the login name, never a
+  password.
+- Memory per connection is bounded: command text by the framer (`max_line`),
+  literals to `max_literal_before_login` until login and to `append_limit`
+  after; a synchronizing literal over the limit is refused with NO [TOOBIG]
+  before a single octet of it is sent (RFC 7889). A FETCH holds at most one
+  message (≤ append limit / transport maximum) at a time.
+- Every mailbox name the client sends is resolved inside the authenticated
+  user's own mailbox (`mailbox_id` = the user's id); there is no path to
+  another user's folders.
+- Unexpected exceptions end the connection with `* BYE` and a generic text;
+  details go to the log, never a traceback on the wire. Store errors that a
+  client can cause map to NO with a response code (RFC 5530).
+- No EXPUNGE response is sent while a FETCH, STORE, SEARCH, COPY or MOVE by
+  sequence number is answered (RFC 9051 §7.5.1).
+
+Standards: RFC 3501 (IMAP4rev1), RFC 9051, RFC 2177 (IDLE), RFC 2342
+(NAMESPACE), RFC 2971 (ID), RFC 3691 (UNSELECT), RFC 4315 (UIDPLUS), RFC 4959
+(SASL-IR), RFC 4616 (PLAIN), RFC 5161 (ENABLE), RFC 5530 (response codes),
+RFC 6154 (SPECIAL-USE), RFC 6851 (MOVE), RFC 7888 (LITERAL+), RFC 7889.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import email.utils
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Final, assert_never, cast
+
+import structlog
+
+from postwerk.core.errors import (
+    AlreadyExists,
+    DefaultFolderProtected,
+    FolderHasChildren,
+    FolderNotFound,
+    InvalidName,
+    NotFound,
+    NotPermitted,
+)
+from postwerk.core.ids import new_id
+from postwerk.directory.passwords import LoginThrottle
+from postwerk.directory.service import Directory
+from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
+from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
+from postwerk.mime.summary import BodyPart, MessageSummary, decode_words, summarize
+from postwerk.protocols.imap import (
+    Append,
+    Authenticate,
+    BinarySection,
+    BinarySize,
+    BodySection,
+    Capability,
+    Check,
+    Close,
+    Command,
+    CommandFramer,
+    CommandReceived,
+    CommandRejected,
+    Compress,
+    Copy,
+    Create,
+    Delete,
+    Enable,
+    Examine,
+    Expunge,
+    Fetch,
+    FetchAttribute,
+    FetchItem,
+    GetQuota,
+    GetQuotaRoot,
+    Id,
+    Idle,
+    LineReceived,
+    List,
+    LiteralNeeded,
+    LiteralRefused,
+    Login,
+    Logout,
+    Lsub,
+    Move,
+    Namespace,
+    NeedData,
+    Noop,
+    Rename,
+    Search,
+    SearchAll,
+    SearchAnd,
+    SearchDate,
+    SearchFlag,
+    SearchHeader,
+    SearchKey,
+    SearchModSeq,
+    SearchNot,
+    SearchOr,
+    SearchSequence,
+    SearchSize,
+    SearchText,
+    Section,
+    SectionText,
+    Select,
+    SequenceSet,
+    SetQuota,
+    StartTls,
+    Status,
+    Store,
+    StoreMode,
+    Subscribe,
+    UidExpunge,
+    Unselect,
+    Unsubscribe,
+)
+from postwerk.protocols.imap import responses as r
+from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
+from postwerk.protocols.sasl import mechanisms as sasl
+from postwerk.services.pop3 import LoginType
+from postwerk.services.tls import describe
+from postwerk.store.api import SEPARATOR, BlobStore, MailStore
+from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
+
+HIGH_WATER: Final = 64 * 1024  # pause reading when this much pipelined input is buffered
+TLS_HANDSHAKE_TIMEOUT: Final = 30.0
+SASL_MECHANISMS: Final = ("PLAIN",)
+PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
+FOLDER_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+AUTHENTICATED_CAPABILITIES: Final = (
+    "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
+    "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN",
+)  # fmt: skip
+SEARCH_CHARSETS: Final = ("UTF-8", "US-ASCII")
+_BARE_LF: Final = re.compile(rb"(?<!\r)\n")
+
+
+class State:
+    """RFC 9051 §3 connection states, for the ALLOWED table."""
+
+    NOT_AUTHENTICATED = "not-authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+
+
+_ANY: Final = (Capability, Noop, Logout, Id)
+_AUTHENTICATED: Final = (
+    Enable, Select, Examine, Create, Delete, Rename, Subscribe, Unsubscribe, List, Lsub,
+    Namespace, Status, Append, Idle, GetQuota, GetQuotaRoot, SetQuota, Compress,
+)  # fmt: skip
+_SELECTED_ONLY: Final = (
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    UidExpunge,
+    Search,
+    Fetch,
+    Store,
+    Copy,
+    Move,
+)
+# Which commands each state admits (RFC 9051 §6.1-§6.4); anything else is BAD.
+ALLOWED: Final[dict[str, tuple[type, ...]]] = {
+    State.NOT_AUTHENTICATED: (*_ANY, StartTls, Authenticate, Login),
+    State.AUTHENTICATED: (*_ANY, *_AUTHENTICATED),
+    State.SELECTED: (*_ANY, *_AUTHENTICATED, *_SELECTED_ONLY),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """IMAP4 service settings; defaults are Exchange 2013's Set-ImapSettings defaults."""
+
+    login_type: LoginType = LoginType.SECURE_LOGIN
+    max_connections: int = 2000  # MaxConnections, all listeners sharing a context
+    max_connections_per_ip: int = 64  # MaxConnectionFromSingleIP
+    max_connections_per_user: int = 16  # MaxConnectionsPerUser
+    # PreAuthenticatedConnectionTimeout / AuthenticatedConnectionTimeout; RFC 9051 §5.4
+    # asks for at least 30 minutes after login. IDLE resets the timer.
+    idle_timeout_before_login: float = 60.0
+    idle_timeout_after_login: float = 1800.0
+    max_bad_commands: int = 10  # one more and the connection gets BYE
+    max_line: int = 65536  # command text without literals; Dovecot's limit
+    max_literal_before_login: int = 8192  # a LOGIN needs no megabytes
+    append_limit: int = 35 * 1024 * 1024  # Exchange's default 35 MB message size
+    banner: str = "The Microsoft Exchange IMAP4 service is ready."
+
+    def plaintext_allowed(self, tls_active: bool) -> bool:
+        return tls_active or self.login_type is not LoginType.SECURE_LOGIN
+
+
+@dataclass
+class ImapContext:
+    """What every IMAP connection needs; shared by the 143 and 993 listeners, so
+    connection limits span both. Built by the composition root."""
+
+    directory: Directory
+    mail: MailStore
+    blobs: BlobStore
+    throttle: LoginThrottle
+    tls_context: ssl.SSLContext | None
+    notifier: MailboxNotifier | None = None
+    settings: ImapSettings = field(default_factory=ImapSettings)
+    tarpit_override: float | None = None  # tests shorten the failed-login tarpit
+    log: structlog.stdlib.BoundLogger = field(
+        default_factory=lambda: structlog.get_logger("postwerk.imap")
+    )
+    by_ip: dict[str, int] = field(default_factory=dict)
+    by_user: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def connections(self) -> int:
+        return sum(self.by_ip.values())
+
+
+class ImapChannel(asyncio.Protocol):
+    """Moves bytes between the socket and the framer, with flow control both ways."""
+
+    def __init__(
+        self, framer: CommandFramer, on_connected: Callable[[ImapChannel], None] | None = None
+    ) -> None:
+        self.framer = framer
+        self._on_connected = on_connected
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._pending = False
+        self._paused_reading = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self._on_connected is not None:
+            self._on_connected(self)  # after the handshake with implicit TLS
+            self._on_connected = None
+
+    def data_received(self, data: bytes) -> None:
+        self.framer.receive_data(data)
+        if self.framer.buffered > HIGH_WATER and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._can_write.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _wake(self) -> None:
+        self._pending = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait_for_data(self) -> None:
+        if self._paused_reading and self.transport is not None and not self.closed:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        if self._pending or self.closed:
+            self._pending = False
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._pending = False
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        await self._can_write.wait()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+        self._can_write.set()
+        self._wake()
+
+
+class _Refused(Exception):
+    """A handler's early NO/BAD; carries the tagged status line to send."""
+
+    def __init__(self, status: r.Status, text: str, code: r.ResponseCode | None = None) -> None:
+        super().__init__(text)
+        self.status: r.Status = status
+        self.text = text
+        self.code = code
+
+
+# ---------------------------------------------------------------- names
+
+
+def imap_name(stored: str) -> str:
+    """The name IMAP shows for a stored folder name: "Inbox" is "INBOX" (RFC 9051 §5.1)."""
+    head, sep, rest = stored.partition(SEPARATOR)
+    return "INBOX" + sep + rest if head == "Inbox" else stored
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """LIST wildcards: "*" matches anything, "%" anything but the delimiter (RFC 9051 §6.3.9)."""
+    head, sep, rest = pattern.partition(SEPARATOR)
+    if head.upper() == "INBOX":
+        pattern = "INBOX" + sep + rest  # INBOX is case-insensitive in patterns too
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+# ---------------------------------------------------------------- FETCH sections
+
+
+def _is_message(part: BodyPart) -> bool:
+    return part["type"].upper() == "MESSAGE" and part["subtype"].upper() in ("RFC822", "GLOBAL")
+
+
+def _header_fields(block: bytes, names: Sequence[str], exclude: bool) -> bytes:
+    """The fields of a header block named (or, with `exclude`, not named) in `names`,
+    followed by the blank line (RFC 9051 §6.4.5 HEADER.FIELDS)."""
+    wanted = {n.lower() for n in names}
+    out: list[bytes] = []
+    keep = False
+    for line in block.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
+        keep = (name in wanted) != exclude
+        if keep:
+            out.append(line)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def section_bytes(
+    message: bytes, prefix_len: int, root: BodyPart, section: Section
+) -> bytes | None:
+    """The octets of BODY[section]; None when the part does not exist.
+
+    Summary offsets index the blob; the stored message is the header prefix
+    followed by the blob, hence `prefix_len` (mime/summary.py invariants).
+    """
+    text = section.text
+    if not section.part:
+        end = prefix_len + root["offsets"][1]
+        return _msgtext(message, 0, end, len(message), text, section.fields)
+    node = root
+    for depth, n in enumerate(section.part):
+        if node["type"].upper() == "MULTIPART":
+            if not 1 <= n <= len(node["parts"]):
+                return None
+            node = node["parts"][n - 1]
+        elif depth > 0 and _is_message(node) and node["body"] is not None:
+            # RFC 9051 §6.4.5: the parts of an encapsulated message continue its numbering.
+            inner = node["body"]
+            if inner["type"].upper() == "MULTIPART":
+                if not 1 <= n <= len(inner["parts"]):
+                    return None
+                node = inner["parts"][n - 1]
+            elif n == 1:
+                node = inner
+            else:
+                return None
+        elif n != 1:
+            return None
+    start, body_start, end = (prefix_len + o for o in node["offsets"])
+    if text is None:
+        return message[body_start:end]
+    if text is SectionText.MIME:
+        return message[start:body_start]
+    encapsulated = node["body"] if _is_message(node) else None
+    if encapsulated is None:
+        return None  # HEADER/TEXT of a part exist only for message/rfc822 (RFC 9051 §6.4.5)
+    i_start, i_body, i_end = (prefix_len + o for o in encapsulated["offsets"])
+    return _msgtext(message, i_start, i_body, i_end, text, section.fields)
+
+
+def _msgtext(
+    message: bytes,
+    start: int,
+    body: int,
+    end: int,
+    text: SectionText | None,
+    fields: tuple[str, ...],
+) -> bytes | None:
+    match text:
+        case None:
+            return message[start:end]
+        case SectionText.HEADER:
+            return message[start:body]
+        case SectionText.TEXT:
+            return message[body:end]
+        case SectionText.HEADER_FIELDS:
+            return _header_fields(message[start:body], fields, exclude=False)
+        case SectionText.HEADER_FIELDS_NOT:
+            return _header_fields(message[start:body], fields, exclude=True)
+        case SectionText.MIME:
+            return None  # MIME needs a part number (the parser enforces it)
+        case _:
+            assert_never(text)
+
+
+def section_name(section: Section) -> str:
+    """The section spec echoed in the FETCH response: `1.2.MIME`, `HEADER.FIELDS (From)`."""
+    parts = ".".join(str(n) for n in section.part)
+    if section.text is None:
+        return parts
+    spec = section.text.value
+    if section.text in (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT):
+        names = " ".join(r.astring(f).decode("ascii") for f in section.fields)
+        spec = f"{spec} ({names})"
+    return f"{parts}.{spec}" if parts else spec
+
+
+def _no_nul(data: bytes) -> bytes:
+    # RFC 9051 §4.3: a literal cannot carry NUL; map it to 0x80 as Dovecot does
+    # (keeps every offset and size) until BINARY is offered.
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
+
+
+# ---------------------------------------------------------------- SEARCH helpers
+
+
+def _address_text(addresses: list[list[str | None]] | None) -> str:
+    out = []
+    for name, _adl, mailbox, host in addresses or ():
+        if mailbox is None:
+            continue
+        display = decode_words(name) if name else ""
+        out.append(f"{display} <{mailbox}@{host or ''}>")
+    return ", ".join(out)
+
+
+def _sent_date(summary: MessageSummary) -> date | None:
+    """The date of the Date: header in its own zone (RFC 9051 §6.4.4 SENT*)."""
+    raw = summary.envelope["date"]
+    if not raw:
+        return None
+    parsed = email.utils.parsedate_tz(raw)
+    if parsed is None:
+        return None
+    try:
+        return date(parsed[0], parsed[1], parsed[2])
+    except ValueError:
+        return None
+
+
+def _compare_date(day: date, op: str, when: date) -> bool:
+    if op == "BEFORE":
+        return day < when
+    if op == "ON":
+        return day == when
+    return day >= when  # SINCE
+
+
+# ---------------------------------------------------------------- the connection
+
+
+class ImapConnection:
+    """One client connection: the command loop, authentication, the selected folder."""
+
+    def __init__(
+        self, ctx: ImapContext, channel: ImapChannel, peer_ip: str, implicit_tls: bool
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.channel = channel
+        self.framer = channel.framer
+        self.peer_ip = peer_ip
+        self.session_id = new_id()
+        self.log = ctx.log.bind(session_id=self.session_id, client_ip=peer_ip)
+        self.tls_active = implicit_tls
+        self.user: Recipient | None = None
+        self.folder: Folder | None = None  # the selected folder
+        self.view: FolderView | None = None
+        self.bad_commands = 0
+        self.stopping = False
+        self._out: list[bytes] = []
+
+    # ------------------------------------------------------------ output
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out:
+            self.channel.write(b"".join(self._out))
+            self._out.clear()
+
+    @property
+    def state(self) -> str:
+        if self.user is None:
+            return State.NOT_AUTHENTICATED
+        return State.SELECTED if self.view is not None else State.AUTHENTICATED
+
+    @property
+    def mailbox_id(self) -> int:
+        assert self.user is not None
+        return self.user.id
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        self.log.info("connect", tls=self.tls_active)
+        caps = " ".join(self._capabilities())
+        self.send(r.untagged_status("OK", self.settings.banner, r.code("CAPABILITY", caps.split())))
+        try:
+            await self._loop()
+        except Exception:
+            self.log.exception("session_failed")
+            self._out.clear()
+            self.send(r.untagged_status("BYE", "Internal error, closing connection"))
+        finally:
+            self._flush()
+            self.channel.close()
+            self._release()
+            self.log.info("disconnect")
+
+    async def _loop(self) -> None:
+        while not self.stopping:
+            event = self.framer.next_event()
+            match event:
+                case NeedData():
+                    self._flush()
+                    if not await self._wait():
+                        return
+                case LiteralNeeded(tag=tag, size=size):
+                    if self.user is not None and size > self.settings.append_limit:
+                        self.framer.discard_command()
+                        self.send(r.tagged(tag, "NO", "Message too big", r.code("TOOBIG")))
+                    else:
+                        self.send(r.continuation("Ready for literal data"))
+                        self._flush()
+                case LiteralRefused(tag=tag, synchronizing=sync, text=text):
+                    if tag is None:
+                        self.send(r.untagged_status("BAD", text))
+                    elif sync:
+                        self.send(r.tagged(tag, "NO", text, r.code("TOOBIG")))
+                    else:
+                        self.send(r.tagged(tag, "BAD", text))
+                case CommandRejected(tag=tag, text=text):
+                    if self._bad_command():
+                        return
+                    if tag is None:
+                        self.send(r.untagged_status("BAD", text))
+                    else:
+                        self.send(r.tagged(tag, "BAD", text))
+                case LineReceived():
+                    if self._bad_command():
+                        return
+                    self.send(r.untagged_status("BAD", "Unexpected line"))
+                case CommandReceived(command=command):
+                    if not isinstance(command, ALLOWED[self.state]):
+                        if self._bad_command():
+                            return
+                        self.send(
+                            r.tagged(command.tag, "BAD", f"Command not valid in {self.state} state")
+                        )
+                        continue
+                    try:
+                        if not await self._handle(command):
+                            return
+                    except _Refused as refused:
+                        self.send(r.tagged(command.tag, refused.status, refused.text, refused.code))
+                case _:
+                    assert_never(event)
+
+    def _bad_command(self) -> bool:
+        """Count a bad command; True (and BYE queued) past the limit."""
+        self.bad_commands += 1
+        if self.bad_commands > self.settings.max_bad_commands:
+            self.log.info("too_many_bad_commands")
+            self.send(r.untagged_status("BYE", "Too many invalid commands"))
+            return True
+        return False
+
+    async def _wait(self) -> bool:
+        """Wait for input within the idle timeout (RFC 9051 §5.4); False to close."""
+        if self.channel.closed:
+            return False
+        timeout = (
+            self.settings.idle_timeout_after_login
+            if self.user is not None
+            else self.settings.idle_timeout_before_login
+        )
+        try:
+            await asyncio.wait_for(self.channel.wait_for_data(), timeout)
+        except TimeoutError:
+            self.log.info("timeout", authenticated=self.user is not None)
+            self.send(r.untagged_status("BYE", "Autologout; idle for too long"))
+            return False
+        return not (self.channel.closed and self.framer.buffered == 0)
+
+    def shutdown(self) -> None:
+        """Server stopping: say BYE and hang up."""
+        self.stopping = True
+        self._out.clear()
+        self.channel.write(r.untagged_status("BYE", "Server shutting down"))
+        self.channel.close()
+
+    def _release(self) -> None:
+        if self.user is not None:
+            left = self.ctx.by_user.get(self.user.id, 1) - 1
+            if left > 0:
+                self.ctx.by_user[self.user.id] = left
+            else:
+                self.ctx.by_user.pop(self.user.id, None)
+            self.user = None
+
+    def _changed(self) -> None:
+        """Tell other sessions on this mailbox (IDLE, NOOP) to look again."""
+        if self.ctx.notifier is not None and self.user is not None:
+            self.ctx.notifier.changed((self.user.id,))
+
+    # ------------------------------------------------------------ dispatch
+
+    async def _handle(self, command: Command) -> bool:
+        """Act on one command; False when the connection must close."""
+        tag = command.tag
+        # Pending EXPUNGEs may go out after commands that take no sequence numbers
+        # (RFC 9051 §7.5.1); UID commands are allowed to carry them too.
+        expunge_ok = True
+        ok_code: r.ResponseCode | None = None
+        try:
+            return await self._dispatch(command)
+        except _Done as done:
+            ok_code = done.code
+            expunge_ok = not isinstance(command, Fetch | Store | Search | Copy | Move) or bool(
+                getattr(command, "uid", False)
+            )
+        if self.view is not None:
+            await self._sync(expunge_ok)
+        self.send(r.tagged(tag, "OK", f"{type(command).__name__.upper()} completed", ok_code))
+        return not self.channel.closed
+
+    async def _dispatch(self, command: Command) -> bool:
+        tag = command.tag
+        expunge_ok = True
+        match command:
+            case Capability():
+                self.send(r.capability_line(self._capabilities()))
+            case Noop() | Check():
+                pass
+            case Logout():
+                self.send(r.untagged_status("BYE", "IMAP4 server signing off"))
+                self.send(r.tagged(tag, "OK", "LOGOUT completed"))
+                self.log.info("logout")
+                return False
+            case Id():
+                self.send(r.id_line({"name": "postwerk"}))
+            case StartTls():
+                return await self._on_starttls(tag)
+            case Login(user=user, password=password):
+                self.send(await self._on_login(tag, user, password))
+                return not self.stopping  # the handler sent the tagged reply
+            case Authenticate():
+                self.send(await self._on_authenticate(command))
+                return not self.stopping
+            case Enable():
+                self.send(r.enabled_line(()))  # nothing enabled in this slice
+            case Namespace():
+                self.send(r.namespace_line([("", SEPARATOR)], None, None))
+            case Select() | Examine():
+                await self._on_select(command)
+                return True
+            case Create():
+                await self._on_create(command)
+            case Delete():
+                await self._on_delete(command)
+            case Rename():
+                await self._on_rename(command)
+            case Subscribe() | Unsubscribe():
+                await self._on_subscribe(command)
+            case List():
+                await self._on_list(command)
+            case Lsub():
+                await self._on_lsub(command)
+            case Status():
+                await self._on_status(command)
+            case Append():
+                await self._on_append(command)
+            case Idle():
+                return await self._on_idle(tag)
+            case GetQuota() | GetQuotaRoot() | SetQuota() | Compress():
+                raise _Refused("BAD", "not supported yet", r.code("CANNOT"))
+            case Close():
+                await self._on_close(expunge=True)
+                self.send(r.tagged(tag, "OK", "CLOSE completed"))
+                return True
+            case Unselect():
+                await self._on_close(expunge=False)
+                self.send(r.tagged(tag, "OK", "UNSELECT completed"))
+                return True
+            case Expunge() | UidExpunge():
+                await self._on_expunge(command)
+            case Search():
+                expunge_ok = command.uid
+                await self._on_search(command)
+            case Fetch():
+                expunge_ok = command.uid
+                await self._on_fetch(command)
+            case Store():
+                expunge_ok = command.uid
+                await self._on_store(command)
+            case Copy():
+                expunge_ok = command.uid
+                await self._on_copy(command)
+            case Move():
+                expunge_ok = command.uid
+                await self._on_move(command)
+            case _:
+                assert_never(command)
+        if self.view is not None:
+            await self._sync(expunge_ok)
+        self.send(r.tagged(tag, "OK", f"{type(command).__name__.upper()} completed"))
+        return not self.channel.closed
+
+    def _capabilities(self) -> list[str]:
+        if self.user is not None:
+            return list(AUTHENTICATED_CAPABILITIES)
+        caps = list(BASE_CAPABILITIES)
+        if not self.tls_active and self.ctx.tls_context is not None:
+            caps.append("STARTTLS")
+        if self.settings.plaintext_allowed(self.tls_active):
+            caps.extend(f"AUTH={m}" for m in SASL_MECHANISMS)
+        else:
+            caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
+        return caps
+
+    # ------------------------------------------------------------ not authenticated
+
+    async def _on_starttls(self, tag: str) -> bool:
+        tls_context = self.ctx.tls_context
+        if self.tls_active or tls_context is None:
+            raise _Refused("BAD", "STARTTLS not available")
+        dropped = self.framer.discard_buffered()  # CVE-2011-0411
+        if dropped:
+            self.log.warning("starttls_injection_discarded", bytes=dropped)
+        self.send(r.tagged(tag, "OK", "Begin TLS negotiation now"))
+        self._flush()
+        transport = self.channel.transport
+        if transport is None:
+            return False
+        try:
+            new_transport = await asyncio.get_running_loop().start_tls(
+                transport,
+                self.channel,
+                tls_context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.log.info("tls_handshake_failed", error=str(exc))
+            self.channel.closed = True
+            return False
+        if new_transport is None:
+            return False
+        self.channel.transport = new_transport
+        self.tls_active = True
+        self.log.info("tls_started", tls=describe(new_transport.get_extra_info("ssl_object")))
+        return True
+
+    async def _on_login(self, tag: str, user: str, password: str) -> bytes:
+        if not self.settings.plaintext_allowed(self.tls_active):
+            return r.tagged(tag, "NO", "Use STARTTLS first", r.code("PRIVACYREQUIRED"))
+        return await self._login(tag, sasl.Credentials("", user, password), "LOGIN")
+
+    async def _on_authenticate(self, command: Authenticate) -> bytes:
+        tag = command.tag
+        mechanism = sasl.create(command.mechanism) if command.mechanism in SASL_MECHANISMS else None
+        if mechanism is None:
+            return r.tagged(tag, "NO", "Unsupported authentication mechanism", r.code("CANNOT"))
+        if mechanism.plaintext and not self.settings.plaintext_allowed(self.tls_active):
+            return r.tagged(tag, "NO", "Use STARTTLS first", r.code("PRIVACYREQUIRED"))
+        cancelled = r.tagged(tag, "BAD", "Authentication cancelled")
+        initial: bytes | None = None
+        if command.initial_response is not None:  # RFC 4959 SASL-IR
+            decoded = sasl.decode_response(command.initial_response.encode("ascii"))
+            if isinstance(decoded, sasl.SaslError):
+                return cancelled
+            initial = decoded
+        outcome = mechanism.start(initial)
+        while isinstance(outcome, sasl.Challenge):
+            self.send(r.continuation(sasl.encode_challenge(outcome.data).decode("ascii")))
+            self._flush()
+            line = await self._read_line()
+            if line is None:
+                return cancelled
+            decoded = sasl.decode_response(line)
+            if isinstance(decoded, sasl.SaslError):
+                return cancelled  # "*" (RFC 9051 §6.2.2) or bad base64
+            outcome = mechanism.step(decoded)
+        if isinstance(outcome, sasl.SaslError):
+            return await self._auth_failed(tag, None, outcome.reason)
+        return await self._login(tag, outcome, "AUTHENTICATE " + mechanism.name)
+
+    async def _read_line(self) -> bytes | None:
+        """One raw line after a "+" continuation; None if the connection went away."""
+        self.framer.expect_line()
+        while True:
+            event = self.framer.next_event()
+            match event:
+                case LineReceived(line=line):
+                    return line
+                case NeedData():
+                    self._flush()
+                    if not await self._wait():
+                        self.stopping = True
+                        return None
+                case _:
+                    return b"*"  # an over-long line: treat it as a cancel
+
+    async def _login(self, tag: str, creds: sasl.Credentials, method: str) -> bytes:
+        account = creds.authcid
+        throttle = self.ctx.throttle
+        if throttle.locked_out(self.peer_ip, account):
+            return await self._auth_failed(tag, account, "locked out", count=False)
+        if creds.authzid and creds.authzid.lower() != account.lower():
+            return await self._auth_failed(tag, account, "authzid differs from authcid")
+        user = await self.ctx.directory.authenticate(account, creds.password)
+        if user is None:
+            return await self._auth_failed(tag, account, "bad credentials")
+        throttle.record_success(self.peer_ip, account)
+        if self.ctx.by_user.get(user.id, 0) >= self.settings.max_connections_per_user:
+            self.log.info("login_refused", account=account, reason="user connection limit")
+            return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
+        self.user = user
+        self.ctx.by_user[user.id] = self.ctx.by_user.get(user.id, 0) + 1
+        # Literals up to the APPENDLIMIT from now on (RFC 7889).
+        self.framer.set_literal_limits(self.settings.append_limit, 4096)
+        self.log.info("login", account=account, mailbox=user.primary_address, method=method)
+        return r.tagged(tag, "OK", "LOGIN completed", r.code("CAPABILITY", self._capabilities()))
+
+    async def _auth_failed(
+        self, tag: str, account: str | None, reason: str, count: bool = True
+    ) -> bytes:
+        throttle = self.ctx.throttle
+        if count:
+            throttle.record_failure(self.peer_ip, account)
+        self.log.warning("login_failed", account=account, reason=reason)
+        delay = (
+            self.ctx.tarpit_override
+            if self.ctx.tarpit_override is not None
+            else throttle.delay_for(self.peer_ip, account)
+        )
+        if delay > 0:
+            self._flush()
+            await asyncio.sleep(delay)
+        return r.tagged(tag, "NO", "LOGIN failed", r.code("AUTHENTICATIONFAILED"))
+
+    # ------------------------------------------------------------ folders
+
+    def _stored_name(self, wire: str) -> str:
+        """The store's name for a mailbox name as sent (modified UTF-7 decoded)."""
+        try:
+            name = decode_mailbox(wire)
+        except ValueError:
+            raise _Refused("NO", "Invalid mailbox name", r.code("CANNOT")) from None
+        head, sep, rest = name.partition(SEPARATOR)
+        return "Inbox" + sep + rest if head.upper() == "INBOX" else name
+
+    async def _mail_folder(self, wire: str, missing: str = "NONEXISTENT") -> Folder:
+        try:
+            folder = await self.ctx.mail.get_folder(self.mailbox_id, self._stored_name(wire))
+        except FolderNotFound:
+            raise _Refused("NO", "Mailbox does not exist", r.code(missing)) from None
+        if not folder.is_mail:
+            # Calendar, Contacts, ...: not mail, so not visible to IMAP (as in Exchange).
+            raise _Refused("NO", "Mailbox does not exist", r.code(missing))
+        return folder
+
+    async def _on_select(self, command: Select | Examine) -> None:
+        tag = command.tag
+        read_only = isinstance(command, Examine)
+        if self.view is not None:
+            self.send(r.untagged_status("OK", "Previous mailbox closed", r.code("CLOSED")))
+        self.view = None  # a failed SELECT leaves the client unselected (RFC 9051 §6.3.2)
+        self.folder = None
+        if command.condstore or command.qresync is not None:
+            raise _Refused("BAD", "CONDSTORE/QRESYNC not supported yet", r.code("CANNOT"))
+        folder = await self._mail_folder(command.mailbox)
+        items = await self.ctx.mail.list_items(folder.id)
+        view = FolderView(folder.id, items, read_only=read_only)
+        self.send(r.flags_line(FOLDER_FLAGS))
+        self.send(r.exists_line(view.exists))
+        self.send(r.recent_line(0))
+        first_unseen = next(
+            (n for n, uid in enumerate(view.uids, 1) if not view.items[uid].flags & Flag.SEEN),
+            None,
+        )
+        if first_unseen is not None:
+            self.send(r.untagged_status("OK", "First unseen", r.code("UNSEEN", first_unseen)))
+        self.send(r.untagged_status("OK", "UIDs valid", r.code("UIDVALIDITY", folder.uidvalidity)))
+        uidnext = max(folder.uidnext, view.largest_uid + 1)
+        self.send(r.untagged_status("OK", "Predicted next UID", r.code("UIDNEXT", uidnext)))
+        permanent = () if read_only else PERMANENT_FLAGS
+        self.send(r.untagged_status("OK", "Flags permitted", r.code("PERMANENTFLAGS", permanent)))
+        self.view = view
+        self.folder = folder
+        mode = "READ-ONLY" if read_only else "READ-WRITE"
+        verb = "EXAMINE" if read_only else "SELECT"
+        self.send(r.tagged(tag, "OK", f"{verb} completed", r.code(mode)))
+
+    async def _on_create(self, command: Create) -> None:
+        name = self._stored_name(command.mailbox.removesuffix(SEPARATOR))
+        problem = valid_mailbox_name(name)
+        if problem is not None:
+            raise _Refused("NO", problem, r.code("CANNOT"))
+        try:
+            await self.ctx.mail.create_folder(self.mailbox_id, name)
+        except AlreadyExists:
+            raise _Refused("NO", "Mailbox already exists", r.code("ALREADYEXISTS")) from None
+        except InvalidName as exc:
+            raise _Refused("NO", str(exc), r.code("CANNOT")) from None
+
+    async def _on_delete(self, command: Delete) -> None:
+        name = self._stored_name(command.mailbox)
+        if self.folder is not None and self.folder.name == name:
+            self.view = None  # deleting the selected folder deselects it
+            self.folder = None
+        try:
+            await self.ctx.mail.delete_folder(self.mailbox_id, name)
+        except FolderNotFound:
+            raise _Refused("NO", "Mailbox does not exist", r.code("NONEXISTENT")) from None
+        except FolderHasChildren:
+            raise _Refused("NO", "Mailbox has inferior mailboxes", r.code("INUSE")) from None
+        except DefaultFolderProtected:
+            raise _Refused("NO", "Default folders cannot be deleted", r.code("CANNOT")) from None
+        except NotPermitted:
+            raise _Refused("NO", "Not permitted", r.code("NOPERM")) from None
+
+    async def _on_rename(self, command: Rename) -> None:
+        old = self._stored_name(command.mailbox)
+        new = self._stored_name(command.new_name)
+        problem = valid_mailbox_name(new)
+        if problem is not None:
+            raise _Refused("NO", problem, r.code("CANNOT"))
+        try:
+            renamed = await self.ctx.mail.rename_folder(self.mailbox_id, old, new)
+        except FolderNotFound:
+            raise _Refused("NO", "Mailbox does not exist", r.code("NONEXISTENT")) from None
+        except AlreadyExists:
+            raise _Refused("NO", "Mailbox already exists", r.code("ALREADYEXISTS")) from None
+        except DefaultFolderProtected:
+            raise _Refused("NO", "Default folders cannot be renamed", r.code("CANNOT")) from None
+        except InvalidName as exc:
+            raise _Refused("NO", str(exc), r.code("CANNOT")) from None
+        if self.folder is not None and self.folder.id == renamed.id:
+            self.folder = renamed
+
+    async def _on_subscribe(self, command: Subscribe | Unsubscribe) -> None:
+        name = self._stored_name(command.mailbox)
+        try:
+            if isinstance(command, Subscribe):
+                await self.ctx.mail.subscribe(self.mailbox_id, name)
+            else:
+                await self.ctx.mail.unsubscribe(self.mailbox_id, name)
+        except InvalidName as exc:
+            raise _Refused("NO", str(exc), r.code("CANNOT")) from None
+        except NotFound:
+            raise _Refused("NO", "Not subscribed", r.code("NONEXISTENT")) from None
+
+    def _pattern(self, reference: str, pattern: str) -> re.Pattern[str]:
+        try:
+            ref = decode_mailbox(reference)
+            pat = decode_mailbox(pattern)
+        except ValueError:
+            raise _Refused("BAD", "Invalid mailbox name or pattern") from None
+        if ref and not pat.startswith(SEPARATOR):
+            pat = ref + pat  # RFC 9051 §6.3.9: the reference is prepended
+        return _pattern_regex(pat)
+
+    async def _on_list(self, command: List) -> None:
+        special_only = False
+        for option in command.selection:
+            if option != "SPECIAL-USE":
+                raise _Refused("BAD", "LIST selection option not supported", r.code("CANNOT"))
+            special_only = True
+        if any(o not in ("SPECIAL-USE", "CHILDREN") for o in command.return_options):
+            raise _Refused("BAD", "LIST return option not supported", r.code("CANNOT"))
+        if command.patterns == ("",):
+            # RFC 9051 §6.3.9: the delimiter and root of the reference's hierarchy.
+            self.send(r.list_line(["\\Noselect"], SEPARATOR, ""))
+            return
+        folders = [f for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail]
+        names = {f.name for f in folders}
+        regexes = [self._pattern(command.reference, p) for p in command.patterns]
+        for folder in sorted(folders, key=lambda f: (f.name != "Inbox", f.name)):
+            shown = imap_name(folder.name)
+            if not any(rx.fullmatch(shown) for rx in regexes):
+                continue
+            if special_only and folder.special_use is None:
+                continue
+            children = any(n.startswith(folder.name + SEPARATOR) for n in names)
+            attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
+            if folder.special_use is not None:
+                attrs.append(folder.special_use)  # RFC 6154 §2
+            self.send(r.list_line(attrs, SEPARATOR, shown))
+
+    async def _on_lsub(self, command: Lsub) -> None:
+        if command.pattern == "":
+            self.send(r.lsub_line(["\\Noselect"], SEPARATOR, ""))
+            return
+        rx = self._pattern(command.reference, command.pattern)
+        existing = {f.name for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail}
+        for name in await self.ctx.mail.list_subscriptions(self.mailbox_id):
+            shown = imap_name(name)
+            if rx.fullmatch(shown):
+                attrs = [] if name in existing else ["\\Noselect"]
+                self.send(r.lsub_line(attrs, SEPARATOR, shown))
+
+    async def _on_status(self, command: Status) -> None:
+        folder = await self._mail_folder(command.mailbox)
+        values: dict[str, int] = {}
+        deleted: int | None = None
+        for item in command.items:
+            match item:
+                case "MESSAGES":
+                    values[item] = folder.messages
+                case "UIDNEXT":
+                    values[item] = folder.uidnext
+                case "UIDVALIDITY":
+                    values[item] = folder.uidvalidity
+                case "UNSEEN":
+                    values[item] = folder.unseen
+                case "RECENT":
+                    values[item] = 0
+                case "SIZE":
+                    values[item] = folder.size
+                case "HIGHESTMODSEQ":
+                    values[item] = folder.highest_modseq
+                case "APPENDLIMIT":
+                    values[item] = self.settings.append_limit
+                case "DELETED":
+                    if deleted is None:  # no counter for it: the one O(n) item
+                        items = await self.ctx.mail.list_items(folder.id)
+                        deleted = sum(1 for i in items if i.flags & Flag.DELETED)
+                    values[item] = deleted
+        self.send(r.status_line(imap_name(folder.name), values))
+
+    async def _on_append(self, command: Append) -> None:
+        folder = await self._mail_folder(command.mailbox, missing="TRYCREATE")
+        if len(command.message) > self.settings.append_limit:
+            raise _Refused("NO", "Message too big", r.code("TOOBIG"))
+        # Stored mail has CRLF line ends (mime/summary.py invariant; RFC 9051 §6.3.12).
+        data = _BARE_LF.sub(b"\r\n", command.message)
+        flags, keywords = _flags_from_names(command.flags)
+        writer = self.ctx.blobs.writer()
+        try:
+            await writer.write(data)
+            blob_id = await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        when = command.internal_date.timestamp() if command.internal_date else time.time()
+        new = NewItem(
+            mailbox_id=self.mailbox_id,
+            folder_name=folder.name,
+            item_class="IPM.Note",
+            blob_id=blob_id,
+            header_prefix=b"",
+            size=len(data),
+            internal_date=when,
+            flags=flags,
+            keywords=keywords,
+            summary=summarize(data).to_json(),
+        )
+        [item] = await self.ctx.mail.deliver([new])
+        self._changed()
+        raise _Done(r.code("APPENDUID", folder.uidvalidity, item.uid))
+
+    # ------------------------------------------------------------ selected state
+
+    async def _sync(self, expunge_ok: bool) -> None:
+        """Re-read the folder; queue EXISTS / FETCH FLAGS, and EXPUNGEs where allowed."""
+        assert self.view is not None
+        items = await self.ctx.mail.list_items(self.view.folder_id)
+        for line in self.view.sync(items):
+            self.send(line)
+        if expunge_ok:
+            for line in self.view.flush_expunges():
+                self.send(line)
+
+    def _targets(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
+        """The UIDs a sequence set names, ascending; BAD for a sequence number past the end."""
+        view = self.view
+        assert view is not None
+        if uid:
+            ranges = sequence_set.resolve(view.largest_uid)
+            out = []
+            for lo, hi in ranges:
+                # RFC 9051 §6.4.9: UIDs not in the mailbox are ignored.
+                i = _bisect(view.uids, lo)
+                while i < len(view.uids) and view.uids[i] <= hi:
+                    out.append(view.uids[i])
+                    i += 1
+            return out
+        ranges = sequence_set.resolve(view.exists)
+        if any(lo < 1 or hi > view.exists for lo, hi in ranges):
+            raise _Refused("BAD", "Invalid message sequence number")
+        return [view.uids[n - 1] for lo, hi in ranges for n in range(lo, hi + 1)]
+
+    async def _on_close(self, expunge: bool) -> None:
+        view = self.view
+        self.view = None
+        self.folder = None
+        if expunge and view is not None and not view.read_only:
+            # RFC 9051 §6.4.1: silently remove \Deleted messages, no EXPUNGE responses.
+            items = await self.ctx.mail.list_items(view.folder_id)
+            doomed = [i.uid for i in items if i.flags & Flag.DELETED]
+            if doomed:
+                await self.ctx.mail.expunge(view.folder_id, doomed)
+                self._changed()
+
+    async def _on_expunge(self, command: Expunge | UidExpunge) -> None:
+        view = self.view
+        assert view is not None
+        if view.read_only:
+            raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
+        items = await self.ctx.mail.list_items(view.folder_id)
+        doomed = [i.uid for i in items if i.flags & Flag.DELETED]
+        if isinstance(command, UidExpunge):
+            wanted = set(self._targets(command.sequence_set, uid=True))
+            doomed = [u for u in doomed if u in wanted]
+        if doomed:
+            await self.ctx.mail.expunge(view.folder_id, doomed)
+            self._changed()
+
+    async def _on_store(self, command: Store) -> None:
+        view = self.view
+        assert view is not None
+        if view.read_only:
+            raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
+        if command.unchanged_since is not None:
+            raise _Refused("BAD", "CONDSTORE not supported yet", r.code("CANNOT"))
+        await self._sync(expunge_ok=False)  # compute from current flags
+        targets = [u for u in self._targets(command.sequence_set, command.uid) if view.live(u)]
+        bits, keywords = _flags_from_names(command.flags)
+        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        for uid in targets:
+            item = view.items[uid]
+            new_flags, new_keywords = _apply(command.mode, item, bits, keywords)
+            if (new_flags, new_keywords) != (item.flags, item.keywords):
+                groups.setdefault((new_flags, new_keywords), []).append(uid)
+        for (new_flags, new_keywords), uids in groups.items():
+            view.update_items(
+                await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
+            )
+        if groups:
+            self._changed()
+        if command.silent:
+            return
+        for uid in targets:
+            seq = view.seq_of(uid)
+            assert seq is not None
+            items = [("FLAGS", r.flags_list(flag_names(view.items[uid])))]
+            if command.uid:
+                items.insert(0, ("UID", b"%d" % uid))
+            self.send(r.fetch_response(seq, items))
+
+    async def _on_copy(self, command: Copy) -> None:
+        view = self.view
+        assert view is not None
+        targets = self._targets(command.sequence_set, command.uid)
+        dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
+        pairs = await self.ctx.mail.copy_items(view.folder_id, targets, dest.id)
+        if not pairs:
+            return
+        self._changed()
+        raise _Done(
+            r.code(
+                "COPYUID",
+                dest.uidvalidity,
+                r.format_uid_set(s for s, _ in pairs),
+                r.format_uid_set(d for _, d in pairs),
+            )
+        )
+
+    async def _on_move(self, command: Move) -> None:
+        view = self.view
+        assert view is not None
+        if view.read_only:
+            raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
+        targets = self._targets(command.sequence_set, command.uid)
+        dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
+        pairs = await self.ctx.mail.move_items(view.folder_id, targets, dest.id)
+        if not pairs:
+            return
+        self._changed()
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+        self.send(
+            r.untagged_status(
+                "OK",
+                "Moved",
+                r.code(
+                    "COPYUID",
+                    dest.uidvalidity,
+                    r.format_uid_set(s for s, _ in pairs),
+                    r.format_uid_set(d for _, d in pairs),
+                ),
+            )
+        )
+        items = await self.ctx.mail.list_items(view.folder_id)
+        for line in view.sync(items):
+            self.send(line)
+        # The client asked for these to go: report them even for MOVE by sequence number.
+        for line in view.flush_expunges():
+            self.send(line)
+
+    # ------------------------------------------------------------ FETCH
+
+    async def _read_message(self, item: Item) -> bytes:
+        return item.header_prefix + await self.ctx.blobs.read(item.blob_id)
+
+    async def _on_fetch(self, command: Fetch) -> None:
+        view = self.view
+        assert view is not None
+        if command.changed_since is not None or command.vanished:
+            raise _Refused("BAD", "CONDSTORE not supported yet", r.code("CANNOT"))
+        for attr in command.attributes:
+            if isinstance(attr, BinarySection | BinarySize) or attr in (
+                FetchItem.MODSEQ,
+                FetchItem.SAVEDATE,
+            ):
+                raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
+            if isinstance(attr, BodySection) and not all(
+                r.atom_ok(f) or f.isascii() for f in attr.section.fields
+            ):
+                raise _Refused("BAD", "Invalid header field name")
+        await self._sync(expunge_ok=False)  # current flags for the answer
+        targets = self._targets(command.sequence_set, command.uid)
+        sets_seen = not view.read_only and any(_sets_seen(a) for a in command.attributes)
+        missing = False
+        for uid in targets:
+            item = view.items[uid]
+            seq = view.seq_of(uid)
+            assert seq is not None
+            try:
+                out = await self._fetch_one(item, command)
+            except NotFound:
+                missing = True  # expunged meanwhile and its blob gone
+                continue
+            if sets_seen and view.live(uid) and not item.flags & Flag.SEEN:
+                changed = await self.ctx.mail.set_flags(
+                    view.folder_id, [uid], item.flags | Flag.SEEN, item.keywords
+                )
+                view.update_items(changed)
+                self._changed()
+                if FetchItem.FLAGS not in command.attributes:
+                    out.append(("FLAGS", r.flags_list(flag_names(view.items[uid]))))
+                else:
+                    out = [
+                        ("FLAGS", r.flags_list(flag_names(view.items[uid])))
+                        if name == "FLAGS"
+                        else (name, value)
+                        for name, value in out
+                    ]
+            self.send(r.fetch_response(seq, out))
+        if missing:
+            raise _Done(r.code("EXPUNGEISSUED"))
+
+    async def _fetch_one(self, item: Item, command: Fetch) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        if command.uid and FetchItem.UID not in command.attributes:
+            out.append(("UID", b"%d" % item.uid))  # RFC 9051 §6.4.9: UID FETCH always has UID
+        message: bytes | None = None
+        summary: MessageSummary | None = None
+
+        async def full() -> bytes:
+            nonlocal message
+            if message is None:
+                try:
+                    message = await self._read_message(item)
+                except (FileNotFoundError, KeyError) as exc:
+                    raise NotFound(str(exc)) from exc
+            return message
+
+        def summ() -> MessageSummary:
+            nonlocal summary
+            if summary is None:
+                summary = _summary_of(item)
+            return summary
+
+        for attr in command.attributes:
+            out.append(await self._fetch_attribute(attr, item, full, summ))
+        return out
+
+    async def _fetch_attribute(
+        self,
+        attr: FetchAttribute,
+        item: Item,
+        read: Callable[[], Awaitable[bytes]],
+        summ: Callable[[], MessageSummary],
+    ) -> tuple[str, bytes]:
+        match attr:
+            case FetchItem.FLAGS:
+                return ("FLAGS", r.flags_list(flag_names(item)))
+            case FetchItem.UID:
+                return ("UID", b"%d" % item.uid)
+            case FetchItem.INTERNALDATE:
+                return (
+                    "INTERNALDATE",
+                    r.internaldate(datetime.fromtimestamp(item.internal_date, UTC)),
+                )
+            case FetchItem.RFC822_SIZE:
+                return ("RFC822.SIZE", b"%d" % item.size)
+            case FetchItem.ENVELOPE:
+                return ("ENVELOPE", r.envelope(summ().envelope))
+            case FetchItem.BODYSTRUCTURE:
+                return ("BODYSTRUCTURE", r.bodystructure(summ().bodystructure))
+            case FetchItem.BODY:
+                return ("BODY", r.body(summ().bodystructure))
+            case FetchItem.RFC822:
+                return ("RFC822", r.literal(_no_nul(await read())))
+            case FetchItem.RFC822_HEADER | FetchItem.RFC822_TEXT:
+                data = await read()
+                end = len(item.header_prefix) + summ().header_size
+                part = data[:end] if attr is FetchItem.RFC822_HEADER else data[end:]
+                return (attr.value, r.literal(_no_nul(part)))
+            case BodySection(section=section, partial=partial):
+                data = await read()
+                value = section_bytes(data, len(item.header_prefix), summ().bodystructure, section)
+                name = f"BODY[{section_name(section)}]"
+                if value is None:
+                    return (name, b"NIL")
+                if partial is not None:
+                    origin, length = partial
+                    value = value[origin : origin + length]
+                    name += f"<{origin}>"
+                return (name, r.literal(_no_nul(value)))
+            case _:
+                # MODSEQ, SAVEDATE and BINARY were refused before any output.
+                raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
+
+    # ------------------------------------------------------------ SEARCH
+
+    async def _on_search(self, command: Search) -> None:
+        view = self.view
+        assert view is not None
+        if command.charset is not None and command.charset not in SEARCH_CHARSETS:
+            raise _Refused("NO", "Unsupported charset", r.code("BADCHARSET", SEARCH_CHARSETS))
+        if command.return_options is not None:
+            raise _Refused("BAD", "ESEARCH not supported yet", r.code("CANNOT"))
+        await self._sync(expunge_ok=False)
+        cache: dict[int, bytes] = {}
+        found = []
+        for seq, uid in enumerate(view.uids, 1):
+            if not view.live(uid):
+                continue
+            if await self._matches(command.criteria, view.items[uid], seq, cache):
+                found.append(uid if command.uid else seq)
+        self.send(r.search_line(found))
+
+    async def _matches(self, key: SearchKey, item: Item, seq: int, cache: dict[int, bytes]) -> bool:
+        view = self.view
+        assert view is not None
+        match key:
+            case SearchAll():
+                return True
+            case SearchAnd(keys=keys):
+                for sub in keys:
+                    if not await self._matches(sub, item, seq, cache):
+                        return False
+                return True
+            case SearchOr(left=left, right=right):
+                return await self._matches(left, item, seq, cache) or await self._matches(
+                    right, item, seq, cache
+                )
+            case SearchNot(key=sub):
+                return not await self._matches(sub, item, seq, cache)
+            case SearchFlag(flag=flag, is_set=is_set):
+                bit = SYSTEM_FLAG_BITS.get(flag.upper())
+                if flag.upper() == "\\RECENT":
+                    present = False  # no session is ever told of recent messages
+                elif bit is not None:
+                    present = bool(item.flags & bit)
+                else:
+                    present = flag.lower() in (k.lower() for k in item.keywords)
+                return present == is_set
+            case SearchSize(larger=larger, size=size):
+                return item.size > size if larger else item.size < size
+            case SearchSequence(sequence_set=sset, uid=uid):
+                if uid:
+                    return sset.contains(item.uid, view.largest_uid)
+                return sset.contains(seq, view.exists)
+            case SearchModSeq(modseq=modseq):
+                return item.modseq >= modseq
+            case SearchDate(field=which, op=op, date=when):
+                if which == "SENT":
+                    day = _sent_date(_summary_of(item))
+                    return day is not None and _compare_date(day, op, when)
+                # INTERNAL (and SAVED: no separate save date yet), in UTC.
+                day = datetime.fromtimestamp(item.internal_date, UTC).date()
+                return _compare_date(day, op, when)
+            case SearchHeader(field=name, value=value):
+                return await self._header_matches(item, name, value, cache)
+            case SearchText(value=value, body_only=body_only):
+                data = await self._cached_message(item, cache)
+                if body_only:
+                    data = data[len(item.header_prefix) + _summary_of(item).header_size :]
+                return value.casefold() in _as_text(data).casefold()
+            case _:
+                assert_never(key)
+
+    async def _cached_message(self, item: Item, cache: dict[int, bytes]) -> bytes:
+        data = cache.get(item.uid)
+        if data is None:
+            try:
+                data = await self._read_message(item)
+            except Exception:
+                data = b""
+            cache.clear()  # one message at a time: memory stays bounded
+            cache[item.uid] = data
+        return data
+
+    async def _header_matches(
+        self, item: Item, name: str, value: str, cache: dict[int, bytes]
+    ) -> bool:
+        needle = value.casefold()
+        summary = _summary_of(item)
+        env = summary.envelope
+        # The common fields come from the stored envelope, without reading the blob.
+        if name in ("from", "to", "cc", "bcc"):
+            addrs = {"from": env["from"], "to": env["to"], "cc": env["cc"], "bcc": env["bcc"]}[name]
+            if addrs is None:
+                return False
+            return needle in _address_text(addrs).casefold()
+        if name == "subject":
+            if env["subject"] is None:
+                return False
+            return needle in summary.subject.casefold() or needle in env["subject"].casefold()
+        data = await self._cached_message(item, cache)
+        block = data[: len(item.header_prefix) + summary.header_size]
+        fields = _header_fields(block, [name], exclude=False)
+        if fields == b"\r\n":
+            return False  # the message has no such field
+        values = []
+        for line in fields.splitlines():
+            if line[:1] not in (b" ", b"\t"):
+                line = line.split(b":", 1)[-1]
+            values.append(line.strip())
+        text = decode_words(_as_text(b" ".join(values)))
+        return needle in text.casefold()
+
+    # ------------------------------------------------------------ IDLE
+
+    async def _on_idle(self, tag: str) -> bool:
+        """RFC 2177: report changes until DONE; the idle timer restarts at each wake."""
+        notifier = self.ctx.notifier
+        if notifier is None:
+            raise _Refused("NO", "IDLE not available", r.code("UNAVAILABLE"))
+        with notifier.watch(self.mailbox_id) as watch:
+            if self.view is not None:
+                await self._sync(expunge_ok=True)
+            self.send(r.continuation("idling"))
+            self._flush()
+            self.framer.expect_line()
+            while True:
+                event = self.framer.next_event()
+                match event:
+                    case LineReceived(line=line):
+                        if line.strip().upper() != b"DONE":
+                            self.send(r.tagged(tag, "BAD", "Expected DONE"))
+                            return not self._bad_command()
+                        break
+                    case NeedData():
+                        pass
+                    case _:
+                        self.send(r.tagged(tag, "BAD", "Expected DONE"))
+                        return not self._bad_command()
+                woke = await self._idle_wait(watch)
+                if woke is None:
+                    self.send(r.untagged_status("BYE", "Autologout; idle for too long"))
+                    return False
+                if woke == "closed":
+                    return False
+                if woke == "mailbox" and self.view is not None:
+                    await self._sync(expunge_ok=True)
+                    self._flush()
+        if self.view is not None:
+            await self._sync(expunge_ok=True)
+        self.send(r.tagged(tag, "OK", "IDLE terminated"))
+        return True
+
+    async def _idle_wait(self, watch: MailboxWatch) -> str | None:
+        """Wait for input or a mailbox change: "input", "mailbox", "closed" or None (timeout)."""
+        if self.channel.closed and self.framer.buffered == 0:
+            return "closed"
+        data = asyncio.ensure_future(self.channel.wait_for_data())
+        changed = asyncio.ensure_future(watch.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {data, changed},
+                timeout=self.settings.idle_timeout_after_login,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (data, changed):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(data, changed, return_exceptions=True)
+        if not done:
+            return None
+        if data in done:
+            if self.channel.closed and self.framer.buffered == 0:
+                return "closed"
+            return "input"
+        return "mailbox"
+
+
+class _Done(Exception):
+    """A handler finished with an OK that carries a response code (APPENDUID, COPYUID)."""
+
+    def __init__(self, code: r.ResponseCode) -> None:
+        super().__init__("done")
+        self.code = code
+
+
+def _bisect(uids: list[int], lo: int) -> int:
+    return bisect.bisect_left(uids, lo)
+
+
+def _summary_of(item: Item) -> MessageSummary:
+    try:
+        return MessageSummary.from_json(item.summary)
+    except (ValueError, KeyError, TypeError):
+        return summarize(b"")  # an item without a usable summary (not from MIME)
+
+
+def _as_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _sets_seen(attr: FetchAttribute) -> bool:
+    """RFC 9051 §6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
+    if isinstance(attr, BodySection):
+        return not attr.peek
+    return attr in (FetchItem.RFC822, FetchItem.RFC822_TEXT)
+
+
+def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+    bits = 0
+    keywords: list[str] = []
+    for name in names:
+        bit = SYSTEM_FLAG_BITS.get(name.upper())
+        if bit is not None:
+            bits |= bit
+        elif name.startswith("\\"):
+            continue  # \Recent or an unknown system flag: not storable
+        elif name.lower() not in (k.lower() for k in keywords):
+            keywords.append(name)
+    return bits, tuple(keywords)
+
+
+def _apply(
+    mode: StoreMode, item: Item, bits: int, keywords: tuple[str, ...]
+) -> tuple[int, tuple[str, ...]]:
+    """The flags after STORE FLAGS / +FLAGS / -FLAGS (RFC 9051 §6.4.6)."""
+    match mode:
+        case StoreMode.REPLACE:
+            return bits, keywords
+        case StoreMode.ADD:
+            have = {k.lower() for k in item.keywords}
+            added = tuple(k for k in keywords if k.lower() not in have)
+            return item.flags | bits, item.keywords + added
+        case StoreMode.REMOVE:
+            drop = {k.lower() for k in keywords}
+            return item.flags & ~bits, tuple(k for k in item.keywords if k.lower() not in drop)
+        case _:
+            assert_never(mode)
+
+
+class ImapListener:
+    """One listening socket: 993 with `implicit_tls`, else 143 with STARTTLS offered.
+
+    Construct with an `ImapContext` (shared by both listeners), then
+    `await start()`; `bound_port` is the port in use (0 picks one);
+    `await stop()` closes the socket and every connection.
+    """
+
+    def __init__(
+        self, ctx: ImapContext, host: str | None, port: int, *, implicit_tls: bool = False
+    ) -> None:
+        if implicit_tls and ctx.tls_context is None:
+            raise ValueError("implicit TLS needs a TLS context")
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.live: dict[asyncio.Task[None], ImapConnection] = {}
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().create_server(
+            self._make_channel,
+            self.host,
+            self.port,
+            ssl=self.ctx.tls_context if self.implicit_tls else None,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.implicit_tls else None,
+            reuse_address=True,
+            backlog=512,
+        )
+
+    @property
+    def bound_port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def _make_channel(self) -> asyncio.Protocol:
+        settings = self.ctx.settings
+        framer = CommandFramer(
+            max_line=settings.max_line,
+            max_literal=settings.max_literal_before_login,
+            max_nonsync_literal=min(4096, settings.max_literal_before_login),
+        )
+        return ImapChannel(framer, self._connected)
+
+    def _connected(self, channel: ImapChannel) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(channel))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, channel: ImapChannel) -> None:
+        transport = channel.transport
+        if transport is None:
+            return
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip = str(peer[0])
+        ctx = self.ctx
+        settings = ctx.settings
+        if (
+            ctx.connections >= settings.max_connections
+            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
+        ):
+            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
+            channel.write(r.untagged_status("BYE", "Too many connections"))
+            channel.close()
+            return
+        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
+        connection = ImapConnection(ctx, channel, ip, self.implicit_tls)
+        task = asyncio.current_task()
+        assert task is not None
+        self.live[task] = connection
+        try:
+            await connection.run()
+        finally:
+            self.live.pop(task, None)
+            left = ctx.by_ip.get(ip, 1) - 1
+            if left > 0:
+                ctx.by_ip[ip] = left
+            else:
+                ctx.by_ip.pop(ip, None)
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting and hang up every client with BYE."""
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.live.values()):
+            connection.shutdown()
+        if self.tasks:
+            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
+        if self.server is not None:
+            await self.server.wait_closed()
