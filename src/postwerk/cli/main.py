@@ -1093,9 +1093,10 @@ from postwerk.cli.send_connectors import connector_send  # noqa: E402
 
 connector.add_command(connector_send)
 
-from postwerk.cli.pop import pop  # noqa: E402
+from postwerk.cli.client_protocols import imap, pop  # noqa: E402
 
 main.add_command(pop)
+main.add_command(imap)
 
 if __name__ == "__main__":
     # Run the imported module's group, which the verb modules above registered on

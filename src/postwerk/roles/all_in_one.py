@@ -20,8 +20,9 @@ from postwerk.directory.passwords import LoginThrottle, PasswordHasher, Throttle
 from postwerk.directory.service import Directory
 from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.roles.delivery_workers import DeliveryWorkers
-from postwerk.roles.protocol_listeners import Pop3Runtime
-from postwerk.services.pop3 import Pop3Context
+from postwerk.roles.protocol_listeners import ProtocolRuntime
+from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
+from postwerk.services.pop3 import Pop3Context, Pop3Listener, Pop3Settings
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.blobs import FileBlobStore
@@ -112,15 +113,17 @@ class AllInOneServer:
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
-    pop3: Pop3Runtime | None = None  # POP3 listeners, started by `postwerk pop enable`
+    pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
+    imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
 
     @property
     def ports(self) -> dict[int, int]:
         """Actual listening port by configured port (25 -> 10025 with offset 10000)."""
         ports = {listener.config_port: listener.bound_port for listener in self.listeners}
-        if self.pop3 is not None:
-            ports.update(self.pop3.bound_ports)
+        for runtime in (self.pop3, self.imap):
+            if runtime is not None:
+                ports.update(runtime.bound_ports)
         return ports
 
     async def start(self) -> None:
@@ -177,22 +180,45 @@ class AllInOneServer:
                 ) from exc
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
-        self.pop3 = Pop3Runtime(
+        read = self.backend.sql.directory.get_protocol_settings
+        self.pop3 = ProtocolRuntime(
+            "pop3",
             Pop3Context(
                 directory=self.directory,
                 mail=self.backend.sql.mailstore,
                 blobs=self.backend.blobs,
-                throttle=throttle,  # one failure count per address across SMTP and POP3
+                throttle=throttle,  # one failure count per address across the protocols
                 tls_context=tls_context,
                 tarpit_override=self.tarpit_override,
                 notifier=self.notifier,
             ),
-            self.backend.sql.directory.get_protocol_settings,
+            read,
+            lambda ctx, h, p, tls: Pop3Listener(ctx, h, p, implicit_tls=tls),
+            Pop3Settings.from_mapping,
+            host=host,
+            port_offset=self.port_offset,
+            ephemeral_ports=self.ephemeral_ports,
+        )
+        self.imap = ProtocolRuntime(
+            "imap4",
+            ImapContext(
+                directory=self.directory,
+                mail=self.backend.sql.mailstore,
+                blobs=self.backend.blobs,
+                throttle=throttle,
+                tls_context=tls_context,
+                notifier=self.notifier,
+                tarpit_override=self.tarpit_override,
+            ),
+            read,
+            lambda ctx, h, p, tls: ImapListener(ctx, h, p, implicit_tls=tls),
+            ImapSettings.from_mapping,
             host=host,
             port_offset=self.port_offset,
             ephemeral_ports=self.ephemeral_ports,
         )
         self.pop3.start()
+        self.imap.start()
         self.transport.start()
         if self.outbound is not None:
             self.outbound.start()
@@ -201,8 +227,9 @@ class AllInOneServer:
 
     async def stop(self) -> None:
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
-        if self.pop3 is not None:
-            await self.pop3.stop()
+        for runtime in (self.pop3, self.imap):
+            if runtime is not None:
+                await runtime.stop()
         if self.workers is not None:
             await self.workers.stop()
         if self.outbound is not None:

@@ -2,7 +2,7 @@
 
 Exchange 2013 ships POP3 and IMAP4 disabled; an admin starts the services and
 sets their bindings and limits (Set-PopSettings, Set-ImapSettings). Here
-`postwerk pop enable|disable|settings` writes a `ProtocolSettings` row, and the
+`postwerk pop|imap enable|disable|settings` writes a `ProtocolSettings` row, and the
 running server reads it every `poll_seconds` and reconciles its listeners:
 enabled → listening on the configured ports (plus the port offset); disabled →
 not listening, sessions hung up (nothing is deleted: POP3 deletes only at QUIT).
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 
-from postwerk.services.pop3 import Pop3Context, Pop3Listener, Pop3Settings
 from postwerk.store.records import ProtocolSettings
 
 log = structlog.get_logger("postwerk.protocols")
@@ -28,26 +29,59 @@ log = structlog.get_logger("postwerk.protocols")
 ReadSettings = Callable[[str], Awaitable[ProtocolSettings | None]]
 
 
-class Pop3Runtime:
-    """The POP3 listeners (110 with STLS, 995 with TLS) of one server."""
+class Listener(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_seconds: float = ...) -> None: ...
+
+    @property
+    def bound_port(self) -> int: ...
+
+
+class ServiceSettings(Protocol):
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ssl_port(self) -> int: ...
+
+
+class ServiceContext(Protocol):
+    settings: Any
+    tls_context: ssl.SSLContext | None
+
+
+# (context, host, port, implicit_tls) -> a listener of that service
+MakeListener = Callable[[Any, str | None, int, bool], Listener]
+ParseSettings = Callable[[Mapping[str, Any]], Any]
+
+
+class ProtocolRuntime:
+    """One protocol's listeners (plaintext/STARTTLS port and implicit-TLS port)."""
 
     def __init__(
         self,
-        ctx: Pop3Context,
+        protocol: str,
+        ctx: ServiceContext,
         read: ReadSettings,
+        make_listener: MakeListener,
+        parse: ParseSettings,
         *,
         host: str | None,
         port_offset: int,
         ephemeral_ports: bool = False,  # tests: let the kernel pick the ports
         poll_seconds: float = 2.0,
     ) -> None:
+        self.protocol = protocol
         self.ctx = ctx
         self.read = read
+        self.make_listener = make_listener
+        self.parse = parse
         self.host = host
         self.port_offset = port_offset
         self.ephemeral_ports = ephemeral_ports
         self.poll_seconds = poll_seconds
-        self.listeners: dict[int, Pop3Listener] = {}  # configured port → listener
+        self.listeners: dict[int, Listener] = {}  # configured port → listener
         self._ports: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_error: str | None = None
@@ -57,7 +91,7 @@ class Pop3Runtime:
         return {port: listener.bound_port for port, listener in self.listeners.items()}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pop3-settings")
+        self._task = asyncio.create_task(self._run(), name=f"{self.protocol}-settings")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -69,9 +103,9 @@ class Pop3Runtime:
     async def _run(self) -> None:
         while True:
             try:
-                await self.reconcile(await self.read("pop3"))
+                await self.reconcile(await self.read(self.protocol))
             except Exception:
-                log.exception("pop3_reconcile_failed")
+                log.exception("protocol_reconcile_failed", protocol=self.protocol)
             await asyncio.sleep(self.poll_seconds)
 
     async def reconcile(self, stored: ProtocolSettings | None) -> None:
@@ -79,12 +113,12 @@ class Pop3Runtime:
         if stored is None or not stored.enabled:
             if self.listeners:
                 await self._close()
-                log.info("pop3_disabled")
+                log.info("protocol_disabled", protocol=self.protocol)
             return
         try:
-            settings = Pop3Settings.from_mapping(stored.settings)
+            settings = self.parse(stored.settings)
         except ValueError as exc:
-            self._report(f"invalid POP3 settings: {exc}")
+            self._report(f"invalid {self.protocol} settings: {exc}")
             return
         ports = (settings.port, settings.ssl_port)
         if self.listeners and ports == self._ports:
@@ -96,19 +130,19 @@ class Pop3Runtime:
             await self._open(settings)
         except OSError as exc:
             await self._close()
-            self._report(f"cannot listen for POP3 on {ports}: {exc.strerror or exc}")
+            self._report(f"cannot listen for {self.protocol} on {ports}: {exc.strerror or exc}")
             return
         self._ports = ports
         self._last_error = None
-        log.info("pop3_enabled", ports=self.bound_ports, login_type=settings.login_type.value)
+        log.info("protocol_enabled", protocol=self.protocol, ports=self.bound_ports)
 
-    async def _open(self, settings: Pop3Settings) -> None:
+    async def _open(self, settings: ServiceSettings) -> None:
         plans: list[tuple[int, bool]] = [(settings.port, False)]
         if self.ctx.tls_context is not None:
             plans.append((settings.ssl_port, True))
         for port, implicit_tls in plans:
             listen = 0 if self.ephemeral_ports else port + self.port_offset
-            listener = Pop3Listener(self.ctx, self.host, listen, implicit_tls=implicit_tls)
+            listener = self.make_listener(self.ctx, self.host, listen, implicit_tls)
             await listener.start()
             self.listeners[port] = listener
 
@@ -120,5 +154,5 @@ class Pop3Runtime:
 
     def _report(self, error: str) -> None:
         if error != self._last_error:  # once per change, not once per poll
-            log.error("pop3_not_started", error=error)
+            log.error("protocol_not_started", protocol=self.protocol, error=error)
             self._last_error = error

@@ -46,7 +46,7 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Final, assert_never, cast
@@ -137,6 +137,7 @@ from postwerk.protocols.imap import (
 from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
+from postwerk.services import protocol_settings
 from postwerk.services.pop3 import LoginType
 from postwerk.services.tls import describe
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
@@ -206,9 +207,21 @@ class ImapSettings:
     max_literal_before_login: int = 8192  # a LOGIN needs no megabytes
     append_limit: int = 35 * 1024 * 1024  # Exchange's default 35 MB message size
     banner: str = "The Microsoft Exchange IMAP4 service is ready."
+    # UnencryptedOrTLSBindings / SSLBindings: ports on server.bind, plus the port offset.
+    port: int = 143
+    ssl_port: int = 993
 
     def plaintext_allowed(self, tls_active: bool) -> bool:
         return tls_active or self.login_type is not LoginType.SECURE_LOGIN
+
+    def to_mapping(self) -> dict[str, object]:
+        """The stored form (`ProtocolSettings.settings`)."""
+        return protocol_settings.to_mapping(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> ImapSettings:
+        """Validated settings from their stored (or CLI) form; ValueError names the field."""
+        return protocol_settings.from_mapping(cls, "imap4", values)
 
 
 @dataclass

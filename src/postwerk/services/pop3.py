@@ -77,6 +77,7 @@ from postwerk.protocols.pop3 import (
 )
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
+from postwerk.services import protocol_settings
 from postwerk.services.tls import describe
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
@@ -138,62 +139,12 @@ class Pop3Settings:
 
     def to_mapping(self) -> dict[str, object]:
         """The stored form (`ProtocolSettings.settings`)."""
-        return {
-            "login_type": self.login_type.value,
-            "max_connections_per_user": self.max_connections_per_user,
-            "max_connections": self.max_connections,
-            "max_connections_per_ip": self.max_connections_per_ip,
-            "idle_timeout_before_login": self.idle_timeout_before_login,
-            "idle_timeout_after_login": self.idle_timeout_after_login,
-            "max_bad_commands": self.max_bad_commands,
-            "banner": self.banner,
-            "port": self.port,
-            "ssl_port": self.ssl_port,
-        }
+        return protocol_settings.to_mapping(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> Pop3Settings:
-        """Validated settings from their stored (or CLI) form; ValueError names the field.
-        Unknown keys are refused, missing ones take the defaults."""
-        default = cls()
-        known = default.to_mapping()
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown POP3 setting {unknown[0]!r}")
-        merged = {**known, **values}
-        try:
-            login_type = LoginType(str(merged["login_type"]))
-        except ValueError:
-            choices = ", ".join(t.value for t in LoginType)
-            raise ValueError(f"login_type must be one of {choices}") from None
-
-        def number(name: str, low: float, high: float) -> float:
-            value = merged[name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number")
-            if not low <= value <= high:
-                raise ValueError(f"{name} must be between {low:g} and {high:g}")
-            return value
-
-        banner = str(merged["banner"])
-        if not banner or "\r" in banner or "\n" in banner or len(banner) > 200:
-            raise ValueError("banner must be one line of 1 to 200 characters")
-        settings = cls(
-            login_type=login_type,
-            max_connections_per_user=int(number("max_connections_per_user", 1, 10_000)),
-            max_connections=int(number("max_connections", 1, 1_000_000)),
-            max_connections_per_ip=int(number("max_connections_per_ip", 1, 1_000_000)),
-            # RFC 1939 §3: at least 10 minutes once authenticated.
-            idle_timeout_before_login=number("idle_timeout_before_login", 10, 3600),
-            idle_timeout_after_login=number("idle_timeout_after_login", 600, 86_400),
-            max_bad_commands=int(number("max_bad_commands", 1, 1000)),
-            banner=banner,
-            port=int(number("port", 1, 65535)),
-            ssl_port=int(number("ssl_port", 1, 65535)),
-        )
-        if settings.port == settings.ssl_port:
-            raise ValueError("port and ssl_port must differ")
-        return settings
+        """Validated settings from their stored (or CLI) form; ValueError names the field."""
+        return protocol_settings.from_mapping(cls, "pop3", values)
 
 
 class MaildropLocks:
