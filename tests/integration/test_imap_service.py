@@ -376,3 +376,17 @@ def test_too_many_bad_commands(imap: ImapServer) -> None:
     assert b"* BYE" in data
     assert data.count(b" BAD ") == 10
     s.close()
+
+
+def test_literal_plus_append_after_login(imap: ImapServer) -> None:
+    """LITERAL+ is advertised: a non-synchronizing APPEND far above 4 KiB is accepted
+    after login (RFC 7888 §3), while before login a large {n+} is refused."""
+    s = raw_session(imap)
+    s.sendall(b"a0 LOGIN {20000+}\r\n" + b"x" * 20000 + b' "pw"\r\n')
+    assert read_until(s, b"\r\n").startswith(b"a0 BAD")  # skipped, never buffered
+    s.sendall(f'a1 LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
+    assert b"a1 OK" in read_until(s, b"a1 ")
+    body = b"Subject: big literal\r\n\r\n" + (b"y" * 78 + b"\r\n") * 250
+    s.sendall(b"a2 APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
+    reply = read_until(s, b"a2 ")
+    assert b"a2 OK [APPENDUID" in reply, reply

@@ -884,8 +884,10 @@ class ImapConnection:
             return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
         self.user = user
         self.ctx.by_user[user.id] = self.ctx.by_user.get(user.id, 0) + 1
-        # Literals up to the APPENDLIMIT from now on (RFC 7889).
-        self.framer.set_literal_limits(self.settings.append_limit, 4096)
+        # Literals up to the APPENDLIMIT from now on (RFC 7889), synchronizing or not:
+        # LITERAL+ is advertised, which promises no lower limit for {n+} (RFC 7888 §3).
+        limit = self.settings.append_limit
+        self.framer.set_literal_limits(limit, limit)
         self.log.info("login", account=account, mailbox=user.primary_address, method=method)
         return r.tagged(tag, "OK", "LOGIN completed", r.code("CAPABILITY", self._capabilities()))
 
