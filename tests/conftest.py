@@ -127,7 +127,8 @@ def init_data_dir(data_dir: Path, ca: trustme.CA, domain: str = DOMAIN) -> None:
     config = data_dir / "postwerk.toml"
     text = config.read_text().replace('argon2_profile = "default"', 'argon2_profile = "cheap"')
     config.write_text(text)
-    cert = ca.issue_cert("mail.example.test", "localhost", "127.0.0.1")
+    # A subject CN as well: fetchmail still wants one beside the subjectAltNames.
+    cert = ca.issue_cert("mail.example.test", "localhost", "127.0.0.1", common_name="localhost")
     cert.private_key_pem.write_to_path(str(data_dir / "tls" / "server.key"))
     cert.cert_chain_pems[0].write_to_path(str(data_dir / "tls" / "server.crt"))
     for pem in cert.cert_chain_pems[1:]:
