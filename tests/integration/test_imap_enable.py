@@ -9,11 +9,15 @@ real TLS, including IDLE woken by a delivery.
 from __future__ import annotations
 
 import json
+import shutil
 import smtplib
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import imapclient  # type: ignore[import-untyped]
 import pytest
+import trustme
 
 from tests.conftest import DOMAIN, PASSWORD, RunningServer, cli, wait_for
 
@@ -85,3 +89,30 @@ def test_imap_is_off_until_enabled_then_serves_and_stops(org: RunningServer) -> 
         imapclient.IMAPClient(
             "127.0.0.1", port=ports[993], ssl=True, ssl_context=org.client_context(), timeout=3
         )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="apt-get install curl")
+def test_curl_imaps(org: RunningServer, ca: trustme.CA, tmp_path: Path) -> None:
+    """curl as an independent IMAP client: list the mailbox, fetch a message by UID."""
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cli(org.data_dir, "imap", "enable")
+    wait_for(lambda: 993 in imap_ports(org), timeout=10)
+    port = imap_ports(org)[993]
+    deliver(org, "for curl")
+    org.wait_inbox(f"alice@{DOMAIN}", 1)
+    base = [
+        "curl", "--silent", "--show-error", "--max-time", "20",
+        "--cacert", str(tmp_path / "ca.pem"),
+        "--resolve", f"localhost:{port}:127.0.0.1",
+        "--user", f"alice@{DOMAIN}:{PASSWORD}",
+    ]  # fmt: skip
+    listing = subprocess.run(
+        [*base, f"imaps://localhost:{port}/"], capture_output=True, text=True, timeout=30
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "INBOX" in listing.stdout and "Sent Items" in listing.stdout
+    fetched = subprocess.run(
+        [*base, f"imaps://localhost:{port}/INBOX;UID=1"], capture_output=True, timeout=30
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert b"Subject: for curl" in fetched.stdout
