@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from postwerk.protocols.imap import responses
-from postwerk.store.records import Flag, Item
+from postwerk.store.records import Flag, Folder, Item
 
 SYSTEM_FLAG_BITS: dict[str, int] = {name.upper(): bit for bit, name in Flag.NAMES.items()}
 
@@ -37,6 +37,12 @@ def flag_names(item: Item) -> list[str]:
     names = [name for bit, name in Flag.NAMES.items() if item.flags & bit]
     names.extend(item.keywords)
     return names
+
+
+def folder_state(folder: Folder) -> tuple[int, int, int]:
+    """What changes whenever anything in the folder does (HIGHESTMODSEQ rises with
+    every delivery, flag change and expunge; UIDNEXT and the count besides)."""
+    return (folder.highest_modseq, folder.uidnext, folder.messages)
 
 
 class FolderView:
@@ -49,6 +55,7 @@ class FolderView:
         self.uids: list[int] = [i.uid for i in ordered]
         self.items: dict[int, Item] = {i.uid: i for i in ordered}
         self.gone: set[int] = set()  # expunged in the store, not yet reported
+        self.state: tuple[int, int, int] | None = None  # folder_state at the last read
         self._pos: dict[int, int] | None = None
 
     # ------------------------------------------------------------ numbering

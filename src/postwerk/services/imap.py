@@ -65,7 +65,7 @@ from postwerk.core.errors import (
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
-from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
+from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names, folder_state
 from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
 from postwerk.mime.summary import BodyPart, MessageSummary, decode_words, summarize
 from postwerk.protocols.imap import (
@@ -941,6 +941,7 @@ class ImapConnection:
         folder = await self._mail_folder(command.mailbox)
         items = await self.ctx.mail.list_items(folder.id)
         view = FolderView(folder.id, items, read_only=read_only)
+        view.state = folder_state(folder)  # read before the items: a later change shows
         self.send(r.flags_line(FOLDER_FLAGS))
         self.send(r.exists_line(view.exists))
         self.send(r.recent_line(0))
@@ -1132,14 +1133,26 @@ class ImapConnection:
     # ------------------------------------------------------------ selected state
 
     async def _sync(self, expunge_ok: bool) -> None:
-        """Re-read the folder; queue EXISTS / FETCH FLAGS, and EXPUNGEs where allowed."""
-        assert self.view is not None
-        items = await self.ctx.mail.list_items(self.view.folder_id)
-        for line in self.view.sync(items):
-            self.send(line)
+        """Re-read the folder if it changed; queue EXISTS / FETCH FLAGS, and EXPUNGEs
+        where allowed."""
+        assert self.view is not None and self.user is not None
+        # Every change to a folder (delivery, flags, expunge) raises its HIGHESTMODSEQ:
+        # an unchanged folder costs one small read, not a read of every item.
+        state = await self._folder_state(self.user.id, self.view.folder_id)
+        if state is None or state != self.view.state:
+            items = await self.ctx.mail.list_items(self.view.folder_id)
+            for line in self.view.sync(items):
+                self.send(line)
+            self.view.state = state
         if expunge_ok:
             for line in self.view.flush_expunges():
                 self.send(line)
+
+    async def _folder_state(self, mailbox_id: int, folder_id: int) -> tuple[int, int, int] | None:
+        for folder in await self.ctx.mail.list_folders(mailbox_id):
+            if folder.id == folder_id:
+                return folder_state(folder)
+        return None  # deleted meanwhile: the item read shows every message gone
 
     def _targets(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
         """The UIDs a sequence set names, ascending; BAD for a sequence number past the end."""
