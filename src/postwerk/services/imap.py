@@ -49,7 +49,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Final, assert_never, cast
+from typing import Final, assert_never
 
 import structlog
 
@@ -138,12 +138,12 @@ from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
+from postwerk.services.channel import FramedChannel
 from postwerk.services.pop3 import LoginType
 from postwerk.services.tls import describe
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
 from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
 
-HIGH_WATER: Final = 64 * 1024  # pause reading when this much pipelined input is buffered
 TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 SASL_MECHANISMS: Final = ("PLAIN",)
 PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
@@ -248,83 +248,7 @@ class ImapContext:
         return sum(self.by_ip.values())
 
 
-class ImapChannel(asyncio.Protocol):
-    """Moves bytes between the socket and the framer, with flow control both ways."""
-
-    def __init__(
-        self, framer: CommandFramer, on_connected: Callable[[ImapChannel], None] | None = None
-    ) -> None:
-        self.framer = framer
-        self._on_connected = on_connected
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._pending = False
-        self._paused_reading = False
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        if self._on_connected is not None:
-            self._on_connected(self)  # after the handshake with implicit TLS
-            self._on_connected = None
-
-    def data_received(self, data: bytes) -> None:
-        self.framer.receive_data(data)
-        if self.framer.buffered > HIGH_WATER and self.transport is not None:
-            self._paused_reading = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._can_write.set()
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._can_write.clear()
-
-    def resume_writing(self) -> None:
-        self._can_write.set()
-
-    def _wake(self) -> None:
-        self._pending = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait_for_data(self) -> None:
-        if self._paused_reading and self.transport is not None and not self.closed:
-            self._paused_reading = False
-            self.transport.resume_reading()
-        if self._pending or self.closed:
-            self._pending = False
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-            self._pending = False
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        await self._can_write.wait()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-        self._can_write.set()
-        self._wake()
+ImapChannel = FramedChannel[CommandFramer]
 
 
 class _Refused(Exception):

@@ -38,9 +38,9 @@ import asyncio
 import enum
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final, assert_never, cast
+from typing import Final, assert_never
 
 import structlog
 
@@ -78,12 +78,12 @@ from postwerk.protocols.pop3 import (
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
+from postwerk.services.channel import FramedChannel
 from postwerk.services.tls import describe
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
 
 SASL_MECHANISMS: Final = ("PLAIN", "LOGIN")
-HIGH_WATER: Final = 64 * 1024  # pause reading when this much pipelined input is buffered
 STREAM_CHUNK: Final = 64 * 1024  # blob read size for RETR/TOP
 TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 
@@ -192,87 +192,7 @@ class Pop3Context:
         return sum(self.by_ip.values())
 
 
-class Pop3Channel(asyncio.Protocol):
-    """Moves bytes between the socket and the framer, with flow control both ways."""
-
-    def __init__(
-        self, framer: Pop3Framer, on_connected: Callable[[Pop3Channel], None] | None = None
-    ) -> None:
-        self.framer = framer
-        self._on_connected = on_connected
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._pending = False  # input arrived while nobody waited
-        self._paused_reading = False
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
-        self.transport = cast(asyncio.Transport, transport)
-        if self._on_connected is not None:
-            # With implicit TLS this runs after the handshake, so a failed one starts nothing.
-            self._on_connected(self)
-            self._on_connected = None
-
-    def data_received(self, data: bytes) -> None:
-        self.framer.receive_data(data)
-        if self.framer.buffered > HIGH_WATER and self.transport is not None:
-            self._paused_reading = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._can_write.set()
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._can_write.clear()
-
-    def resume_writing(self) -> None:
-        self._can_write.set()
-
-    def _wake(self) -> None:
-        self._pending = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait_for_data(self) -> None:
-        if self._paused_reading and self.transport is not None and not self.closed:
-            self._paused_reading = False
-            self.transport.resume_reading()
-        if self._pending or self.closed:
-            self._pending = False
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-            self._pending = False
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
-        await self._can_write.wait()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        # Do not wait for connection_lost: a TLS close waits for the peer.
-        self.closed = True
-        self._can_write.set()
-        self._wake()
+Pop3Channel = FramedChannel[Pop3Framer]
 
 
 class _TopCutter:
