@@ -1,6 +1,8 @@
-"""The byte pipe under the IMAP and POP3 connections: an asyncio Protocol that feeds
-a sans-I/O framer and lets one connection task wait for input, with flow control
-both ways.
+"""The byte pipe and the listening socket under the IMAP and POP3 services.
+
+`FramedChannel`: an asyncio Protocol that feeds a sans-I/O framer and lets one
+connection task wait for input, with flow control both ways. `ServiceListener`:
+the accept loop with the connection limits, shared by both services.
 
 Why a Protocol and not streams: the framer owns the only input buffer, so a
 STARTTLS/STLS upgrade can drop pipelined plaintext (CVE-2011-0411) with nothing
@@ -11,10 +13,12 @@ pipelined input wait in the framer (memory per connection stays bounded).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 HIGH_WATER = 64 * 1024  # pause reading when this much pipelined input is buffered
+TLS_HANDSHAKE_TIMEOUT = 30.0  # implicit TLS: a client that never finishes is dropped
 
 
 class Framer(Protocol):
@@ -114,3 +118,139 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
         self.closed = True
         self._can_write.set()
         self._wake()
+
+
+class Connection(Protocol):
+    """One client's session task (IMAP or POP3)."""
+
+    async def run(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class ListenerSettings(Protocol):
+    @property
+    def max_connections(self) -> int: ...
+
+    @property
+    def max_connections_per_ip(self) -> int: ...
+
+
+class ListenerContext(Protocol):
+    """What a listener needs from its service's shared context."""
+
+    tls_context: ssl.SSLContext | None
+    by_ip: dict[str, int]
+
+    @property
+    def settings(self) -> Any: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    @property
+    def log(self) -> Any: ...
+
+
+class ServiceListener(Generic[F]):
+    """One listening socket of a mail access service: implicit TLS (993, 995) or
+    plaintext with STARTTLS/STLS offered (143, 110).
+
+    Subclasses say how to frame (`make_framer`), what to answer when the connection
+    limits are reached (`too_many`) and which session runs a connection
+    (`connection`); the accept loop, the limits per address and in all, and the
+    shutdown (hang up every session, then close) are the same for both.
+    """
+
+    def __init__(
+        self, ctx: ListenerContext, host: str | None, port: int, *, implicit_tls: bool = False
+    ) -> None:
+        if implicit_tls and ctx.tls_context is None:
+            raise ValueError("implicit TLS needs a TLS context")
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.live: dict[asyncio.Task[None], Connection] = {}
+
+    # -- what a service says ------------------------------------------------------
+
+    def make_framer(self) -> F:
+        raise NotImplementedError
+
+    def too_many(self) -> bytes:
+        raise NotImplementedError
+
+    def connection(self, channel: FramedChannel[F], ip: str) -> Connection:
+        raise NotImplementedError
+
+    # -- the shared part ----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: FramedChannel(self.make_framer(), self._connected),
+            self.host,
+            self.port,
+            ssl=self.ctx.tls_context if self.implicit_tls else None,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.implicit_tls else None,
+            reuse_address=True,
+            backlog=512,
+        )
+
+    @property
+    def bound_port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def _connected(self, channel: FramedChannel[F]) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(channel))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, channel: FramedChannel[F]) -> None:
+        transport = channel.transport
+        if transport is None:
+            return
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip = str(peer[0])
+        ctx = self.ctx
+        settings = ctx.settings
+        if (
+            ctx.connections >= settings.max_connections
+            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
+        ):
+            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
+            channel.write(self.too_many())
+            channel.close()
+            return
+        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
+        connection = self.connection(channel, ip)
+        task = asyncio.current_task()
+        assert task is not None
+        self.live[task] = connection
+        try:
+            await connection.run()
+        finally:
+            self.live.pop(task, None)
+            left = ctx.by_ip.get(ip, 1) - 1
+            if left > 0:
+                ctx.by_ip[ip] = left
+            else:
+                ctx.by_ip.pop(ip, None)
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting and hang up every client (each service says goodbye its way)."""
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.live.values()):
+            connection.shutdown()
+        if self.tasks:
+            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
+        if self.server is not None:
+            await self.server.wait_closed()

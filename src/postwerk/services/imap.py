@@ -138,13 +138,12 @@ from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
-from postwerk.services.channel import FramedChannel
+from postwerk.services.channel import TLS_HANDSHAKE_TIMEOUT, FramedChannel, ServiceListener
 from postwerk.services.pop3 import LoginType
 from postwerk.services.tls import describe
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
 from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
 
-TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 SASL_MECHANISMS: Final = ("PLAIN",)
 PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
 FOLDER_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -1567,99 +1566,31 @@ def _apply(
             assert_never(mode)
 
 
-class ImapListener:
+class ImapListener(ServiceListener[CommandFramer]):
     """One listening socket: 993 with `implicit_tls`, else 143 with STARTTLS offered.
 
     Construct with an `ImapContext` (shared by both listeners), then
     `await start()`; `bound_port` is the port in use (0 picks one);
-    `await stop()` closes the socket and every connection.
+    `await stop()` closes the socket and every connection (each gets BYE).
     """
+
+    ctx: ImapContext
 
     def __init__(
         self, ctx: ImapContext, host: str | None, port: int, *, implicit_tls: bool = False
     ) -> None:
-        if implicit_tls and ctx.tls_context is None:
-            raise ValueError("implicit TLS needs a TLS context")
-        self.ctx = ctx
-        self.host = host
-        self.port = port
-        self.implicit_tls = implicit_tls
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.live: dict[asyncio.Task[None], ImapConnection] = {}
+        super().__init__(ctx, host, port, implicit_tls=implicit_tls)
 
-    async def start(self) -> None:
-        self.server = await asyncio.get_running_loop().create_server(
-            self._make_channel,
-            self.host,
-            self.port,
-            ssl=self.ctx.tls_context if self.implicit_tls else None,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.implicit_tls else None,
-            reuse_address=True,
-            backlog=512,
-        )
-
-    @property
-    def bound_port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    def _make_channel(self) -> asyncio.Protocol:
+    def make_framer(self) -> CommandFramer:
         settings = self.ctx.settings
-        framer = CommandFramer(
+        return CommandFramer(
             max_line=settings.max_line,
             max_literal=settings.max_literal_before_login,
             max_nonsync_literal=min(4096, settings.max_literal_before_login),
         )
-        return ImapChannel(framer, self._connected)
 
-    def _connected(self, channel: ImapChannel) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(channel))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def too_many(self) -> bytes:
+        return r.untagged_status("BYE", "Too many connections")
 
-    async def _serve(self, channel: ImapChannel) -> None:
-        transport = channel.transport
-        if transport is None:
-            return
-        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        ip = str(peer[0])
-        ctx = self.ctx
-        settings = ctx.settings
-        if (
-            ctx.connections >= settings.max_connections
-            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
-        ):
-            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
-            channel.write(r.untagged_status("BYE", "Too many connections"))
-            channel.close()
-            return
-        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
-        connection = ImapConnection(ctx, channel, ip, self.implicit_tls)
-        task = asyncio.current_task()
-        assert task is not None
-        self.live[task] = connection
-        try:
-            await connection.run()
-        finally:
-            self.live.pop(task, None)
-            left = ctx.by_ip.get(ip, 1) - 1
-            if left > 0:
-                ctx.by_ip[ip] = left
-            else:
-                ctx.by_ip.pop(ip, None)
-
-    async def stop(self, grace_seconds: float = 5.0) -> None:
-        """Stop accepting and hang up every client with BYE."""
-        if self.server is not None:
-            self.server.close()
-        for connection in list(self.live.values()):
-            connection.shutdown()
-        if self.tasks:
-            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1)
-        if self.server is not None:
-            await self.server.wait_closed()
+    def connection(self, channel: ImapChannel, ip: str) -> ImapConnection:
+        return ImapConnection(self.ctx, channel, ip, self.implicit_tls)

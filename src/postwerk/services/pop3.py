@@ -78,14 +78,13 @@ from postwerk.protocols.pop3 import (
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
-from postwerk.services.channel import FramedChannel
+from postwerk.services.channel import TLS_HANDSHAKE_TIMEOUT, FramedChannel, ServiceListener
 from postwerk.services.tls import describe
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
 
 SASL_MECHANISMS: Final = ("PLAIN", "LOGIN")
 STREAM_CHUNK: Final = 64 * 1024  # blob read size for RETR/TOP
-TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 
 # Replies only the service sends (the core's are in protocols/pop3/session.py).
 TOO_MANY_BAD_COMMANDS: Final = Reply(False, "too many bad commands, closing connection")
@@ -652,93 +651,27 @@ async def _prepend(
         yield chunk
 
 
-class Pop3Listener:
+class Pop3Listener(ServiceListener[Pop3Framer]):
     """One listening socket: 995 with `implicit_tls`, else 110 with STLS offered.
 
     Construct with a `Pop3Context` (shared by both listeners), then
     `await start()`; `bound_port` is the port in use (0 picks one);
-    `await stop()` closes the socket and every connection.
+    `await stop()` closes the socket and every connection; nothing is deleted
+    (RFC 1939 §6).
     """
+
+    ctx: Pop3Context
 
     def __init__(
         self, ctx: Pop3Context, host: str | None, port: int, *, implicit_tls: bool = False
     ) -> None:
-        if implicit_tls and ctx.tls_context is None:
-            raise ValueError("implicit TLS needs a TLS context")
-        self.ctx = ctx
-        self.host = host
-        self.port = port
-        self.implicit_tls = implicit_tls
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.live: dict[asyncio.Task[None], Pop3Connection] = {}
+        super().__init__(ctx, host, port, implicit_tls=implicit_tls)
 
-    async def start(self) -> None:
-        self.server = await asyncio.get_running_loop().create_server(
-            self._make_channel,
-            self.host,
-            self.port,
-            ssl=self.ctx.tls_context if self.implicit_tls else None,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.implicit_tls else None,
-            reuse_address=True,
-            backlog=512,
-        )
+    def make_framer(self) -> Pop3Framer:
+        return Pop3Framer()
 
-    @property
-    def bound_port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+    def too_many(self) -> bytes:
+        return TOO_MANY_CONNECTIONS.to_bytes()
 
-    def _make_channel(self) -> asyncio.Protocol:
-        return Pop3Channel(Pop3Framer(), self._connected)
-
-    def _connected(self, channel: Pop3Channel) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(channel))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _serve(self, channel: Pop3Channel) -> None:
-        transport = channel.transport
-        if transport is None:
-            return
-        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        ip = str(peer[0])
-        ctx = self.ctx
-        settings = ctx.settings
-        if (
-            ctx.connections >= settings.max_connections
-            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
-        ):
-            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
-            channel.write(TOO_MANY_CONNECTIONS.to_bytes())
-            channel.close()
-            return
-        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
-        connection = Pop3Connection(ctx, channel, ip, self.implicit_tls)
-        task = asyncio.current_task()
-        assert task is not None
-        self.live[task] = connection
-        try:
-            await connection.run()
-        finally:
-            self.live.pop(task, None)
-            left = ctx.by_ip.get(ip, 1) - 1
-            if left > 0:
-                ctx.by_ip[ip] = left
-            else:
-                ctx.by_ip.pop(ip, None)
-
-    async def stop(self, grace_seconds: float = 5.0) -> None:
-        """Stop accepting and hang up every client; nothing is deleted (RFC 1939 §6)."""
-        if self.server is not None:
-            self.server.close()
-        for connection in list(self.live.values()):
-            connection.shutdown()
-        if self.tasks:
-            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1)
-        if self.server is not None:
-            await self.server.wait_closed()
+    def connection(self, channel: Pop3Channel, ip: str) -> Pop3Connection:
+        return Pop3Connection(self.ctx, channel, ip, self.implicit_tls)
