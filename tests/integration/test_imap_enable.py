@@ -55,6 +55,7 @@ def test_imap_is_off_until_enabled_then_serves_and_stops(org: RunningServer) -> 
     )
     try:
         client.login(f"alice@{DOMAIN}", PASSWORD)
+        assert b"APPENDLIMIT=36700160" in client.capabilities()  # RFC 7889, 35 MB
         assert client.select_folder("INBOX")[b"EXISTS"] == 1
         client.idle()
         deliver(org, "second")

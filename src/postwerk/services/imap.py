@@ -698,7 +698,8 @@ class ImapConnection:
 
     def _capabilities(self) -> list[str]:
         if self.user is not None:
-            return list(AUTHENTICATED_CAPABILITIES)
+            # RFC 7889: the largest APPEND this user may send, so clients need not try.
+            return [*AUTHENTICATED_CAPABILITIES, f"APPENDLIMIT={self.settings.append_limit}"]
         caps = list(BASE_CAPABILITIES)
         if not self.tls_active and self.ctx.tls_context is not None:
             caps.append("STARTTLS")
