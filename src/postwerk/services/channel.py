@@ -17,6 +17,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from postwerk.services.tls import describe
+
 HIGH_WATER = 64 * 1024  # pause reading when this much pipelined input is buffered
 TLS_HANDSHAKE_TIMEOUT = 30.0  # implicit TLS: a client that never finishes is dropped
 
@@ -110,6 +112,31 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
         await self._can_write.wait()
+
+    async def start_tls(self, context: ssl.SSLContext, log: Any) -> bool:
+        """Upgrade to TLS after the client's STARTTLS/STLS was answered and the framer's
+        buffer dropped (the caller does both, with no await before this call). False:
+        the handshake failed and the channel is closed."""
+        transport = self.transport
+        if transport is None:
+            return False
+        try:
+            upgraded = await asyncio.get_running_loop().start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("tls_handshake_failed", error=str(exc))
+            self.closed = True
+            return False
+        if upgraded is None:
+            return False
+        self.transport = upgraded
+        log.info("tls_started", tls=describe(upgraded.get_extra_info("ssl_object")))
+        return True
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -138,9 +138,8 @@ from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
-from postwerk.services.channel import TLS_HANDSHAKE_TIMEOUT, FramedChannel, ServiceListener
+from postwerk.services.channel import FramedChannel, ServiceListener
 from postwerk.services.pop3 import LoginType
-from postwerk.services.tls import describe
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
 from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
 
@@ -720,26 +719,9 @@ class ImapConnection:
             self.log.warning("starttls_injection_discarded", bytes=dropped)
         self.send(r.tagged(tag, "OK", "Begin TLS negotiation now"))
         self._flush()
-        transport = self.channel.transport
-        if transport is None:
+        if not await self.channel.start_tls(tls_context, self.log):
             return False
-        try:
-            new_transport = await asyncio.get_running_loop().start_tls(
-                transport,
-                self.channel,
-                tls_context,
-                server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            self.log.info("tls_handshake_failed", error=str(exc))
-            self.channel.closed = True
-            return False
-        if new_transport is None:
-            return False
-        self.channel.transport = new_transport
         self.tls_active = True
-        self.log.info("tls_started", tls=describe(new_transport.get_extra_info("ssl_object")))
         return True
 
     async def _on_login(self, tag: str, user: str, password: str) -> bytes:

@@ -78,8 +78,7 @@ from postwerk.protocols.pop3 import (
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services import protocol_settings
-from postwerk.services.channel import TLS_HANDSHAKE_TIMEOUT, FramedChannel, ServiceListener
-from postwerk.services.tls import describe
+from postwerk.services.channel import FramedChannel, ServiceListener
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
 
@@ -548,28 +547,11 @@ class Pop3Connection:
             self.log.warning("stls_injection_discarded", bytes=dropped)
         self.send(replies.BEGIN_TLS)
         self._flush()
-        transport = self.channel.transport
-        if transport is None:
+        if not await self.channel.start_tls(tls_context, self.log):
             return False
-        try:
-            new_transport = await asyncio.get_running_loop().start_tls(
-                transport,
-                self.channel,
-                tls_context,
-                server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            self.log.info("tls_handshake_failed", error=str(exc))
-            self.channel.closed = True
-            return False
-        if new_transport is None:
-            return False
-        self.channel.transport = new_transport
         self.tls_active = True
         # RFC 2595 §4: forget what the client said before TLS (a USER name).
         self.user_name = None
-        self.log.info("tls_started", tls=describe(new_transport.get_extra_info("ssl_object")))
         return True
 
     # ------------------------------------------------------------ TRANSACTION, UPDATE
