@@ -218,10 +218,10 @@ async def test_messages_with_recipients(backend: Any) -> None:
     assert await q.messages_with_recipients([]) == {}
 
 
-async def test_message_and_recipients_in_one_read(backend: Any) -> None:
+async def test_one_message_with_recipients(backend: Any) -> None:
     q = backend.queue
     m = msg("m1")
     rs = [rcpt("m1", "b@example.com"), rcpt("m1", "a@example.com")]
     await q.enqueue(m, rs)
-    assert await q.message_and_recipients("m1") == (m, rs)
-    assert await q.message_and_recipients("nope") is None
+    assert await q.messages_with_recipients(["m1"]) == {"m1": (m, rs)}
+    assert await q.messages_with_recipients(["nope"]) == {}

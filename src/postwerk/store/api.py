@@ -399,13 +399,8 @@ class QueueStore(Protocol):
     async def messages_with_recipients(
         self, message_ids: Sequence[str]
     ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
-        """`message_and_recipients` for several messages in one read; absent ones left out."""
-        ...
-
-    async def message_and_recipients(
-        self, message_id: str
-    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
-        """`get_message` and `recipients` in one read."""
+        """Messages with all their recipients (RCPT order) in one read; absent ones left out:
+        the delivery queues' hot path."""
         ...
 
     async def due(

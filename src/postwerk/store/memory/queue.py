@@ -30,14 +30,6 @@ class MemoryQueue:
     async def get_message(self, message_id: str) -> QueuedMessage | None:
         return self._messages.get(message_id)
 
-    async def message_and_recipients(
-        self, message_id: str
-    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
-        message = self._messages.get(message_id)
-        if message is None:
-            return None
-        return message, list(self._recipients.get(message_id, {}).values())
-
     async def messages_with_recipients(
         self, message_ids: Sequence[str]
     ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:

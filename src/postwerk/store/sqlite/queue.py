@@ -172,20 +172,6 @@ class SqliteQueue:
 
         return await self._db.read(run)
 
-    async def message_and_recipients(
-        self, message_id: str
-    ) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
-        """Both in one read (one snapshot, one thread hop): the delivery queues' hot path."""
-
-        def run(conn: Connection) -> tuple[QueuedMessage, list[QueuedRecipient]] | None:
-            row = conn.execute(_SELECT_MESSAGE, {"m_id": message_id}).mappings().first()
-            if row is None:
-                return None
-            rows = conn.execute(_SELECT_RECIPIENTS, {"m_id": message_id})
-            return _message(row), [_recipient(r) for r in rows.mappings()]
-
-        return await self._db.read(run)
-
     async def messages_with_recipients(
         self, message_ids: Sequence[str]
     ) -> dict[str, tuple[QueuedMessage, list[QueuedRecipient]]]:
