@@ -390,3 +390,41 @@ def test_literal_plus_append_after_login(imap: ImapServer) -> None:
     s.sendall(b"a2 APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
     reply = read_until(s, b"a2 ")
     assert b"a2 OK [APPENDUID" in reply, reply
+
+
+def test_connection_limit_per_address_and_idle_timeout(org: RunningServer) -> None:
+    server = start_imap(org, ImapSettings(max_connections_per_ip=2, idle_timeout_before_login=0.5))
+    try:
+        first, second = raw_session(server), raw_session(server)
+        sock = socket.create_connection(("127.0.0.1", server.ssl_port), timeout=10)
+        third = org.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
+        assert read_until(third, b"\r\n").startswith(b"* BYE")  # the third from one address
+        assert third.recv(100) == b""
+        # Nothing said within the pre-login timeout: BYE and the connection closes.
+        assert read_until(first, b"\r\n").startswith(b"* BYE")
+        assert read_until(second, b"\r\n").startswith(b"* BYE")
+    finally:
+
+        async def stop() -> None:
+            for listener in server.listeners:
+                await listener.stop()
+
+        org.call(stop())
+
+
+def test_plaintext_pipelined_behind_starttls_is_discarded(imap: ImapServer) -> None:
+    """CVE-2011-0411: a command sent with STARTTLS must not run inside TLS."""
+    sock = socket.create_connection(("127.0.0.1", imap.plain_port), timeout=10)
+    greeting = b""
+    while b"\r\n" not in greeting:
+        greeting += sock.recv(4096)  # greeting
+    sock.sendall(b"a1 STARTTLS\r\na2 LOGOUT\r\n")
+    answer = b""
+    while b"a1 " not in answer:
+        answer += sock.recv(4096)
+    assert b"a1 OK" in answer and b"a2" not in answer
+    tls = imap.org.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
+    tls.sendall(b"a3 NOOP\r\n")
+    after = read_until(tls, b"a3 ")
+    assert b"a2" not in after and b"BYE" not in after  # the injected LOGOUT never ran
+    assert b"a3 OK" in after

@@ -400,3 +400,18 @@ def test_plaintext_pipelined_behind_stls_is_discarded(pop: PopServer) -> None:
         with pop.org.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             tls.sendall(b"QUIT\r\n")
             assert line(tls) == b"+OK bye\r\n"  # not the CAPA listing
+
+
+def test_connection_limit_per_address_and_idle_timeout(org: RunningServer) -> None:
+    server = start_pop(org, Pop3Settings(max_connections_per_ip=2, idle_timeout_before_login=0.5))
+    try:
+        first = socket.create_connection(("127.0.0.1", server.plain_port), timeout=10)
+        second = socket.create_connection(("127.0.0.1", server.plain_port), timeout=10)
+        assert first.recv(512).startswith(b"+OK") and second.recv(512).startswith(b"+OK")
+        third = socket.create_connection(("127.0.0.1", server.plain_port), timeout=10)
+        assert third.recv(512).startswith(b"-ERR [SYS/TEMP]")  # the third from one address
+        assert third.recv(512) == b""
+        # RFC 1939 §3: an idle client is closed without a reply.
+        assert first.recv(512) == b"" and second.recv(512) == b""
+    finally:
+        stop_pop(server)
