@@ -27,12 +27,12 @@ import pytest
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.protocols.pop3 import top_of
 from postwerk.services.pop3 import (
-    LoginType,
     Pop3Context,
     Pop3Listener,
     Pop3Settings,
     _TopCutter,
 )
+from postwerk.services.protocol_settings import LoginType
 from postwerk.services.tls import server_context
 from tests.conftest import DOMAIN, PASSWORD, RunningServer
 

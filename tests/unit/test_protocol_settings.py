@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from postwerk.services.imap import ImapSettings
-from postwerk.services.pop3 import LoginType, Pop3Settings
+from postwerk.services.pop3 import Pop3Settings
+from postwerk.services.protocol_settings import LoginType
 
 
 def test_defaults_round_trip() -> None:

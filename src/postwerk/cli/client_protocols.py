@@ -16,7 +16,8 @@ import click
 
 from postwerk.cli.main import _Ctx, _emit_json, _run, _with_backend, data_dir_option, json_option
 from postwerk.services.imap import ImapSettings
-from postwerk.services.pop3 import LoginType, Pop3Settings
+from postwerk.services.pop3 import Pop3Settings
+from postwerk.services.protocol_settings import LoginType
 from postwerk.store.records import ProtocolSettings
 
 Parse = Callable[[dict[str, Any]], Any]

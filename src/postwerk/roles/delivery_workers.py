@@ -90,10 +90,6 @@ class DeliveryWorkers:
         self._supervisors: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes.values() if p.returncode is None]
-
     async def start(self) -> None:
         for k in range(1, self.count):
             await self._spawn(k)

@@ -46,10 +46,10 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Final, assert_never
+from typing import ClassVar, Final, assert_never
 
 import structlog
 
@@ -137,9 +137,8 @@ from postwerk.protocols.imap import (
 from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
-from postwerk.services import protocol_settings
 from postwerk.services.channel import FramedChannel, ServiceListener
-from postwerk.services.pop3 import LoginType
+from postwerk.services.protocol_settings import AccessSettings
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
 from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
 
@@ -189,37 +188,18 @@ ALLOWED: Final[dict[str, tuple[type, ...]]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class ImapSettings:
-    """IMAP4 service settings; defaults are Exchange 2013's Set-ImapSettings defaults."""
+class ImapSettings(AccessSettings):
+    """IMAP4 service settings (Set-ImapSettings). RFC 9051 §5.4 asks for at least 30
+    minutes of idle time after login; IDLE resets the timer."""
 
-    login_type: LoginType = LoginType.SECURE_LOGIN
-    max_connections: int = 2000  # MaxConnections, all listeners sharing a context
-    max_connections_per_ip: int = 64  # MaxConnectionFromSingleIP
-    max_connections_per_user: int = 16  # MaxConnectionsPerUser
-    # PreAuthenticatedConnectionTimeout / AuthenticatedConnectionTimeout; RFC 9051 §5.4
-    # asks for at least 30 minutes after login. IDLE resets the timer.
-    idle_timeout_before_login: float = 60.0
-    idle_timeout_after_login: float = 1800.0
-    max_bad_commands: int = 10  # one more and the connection gets BYE
+    PROTOCOL: ClassVar[str] = "imap4"
+
+    banner: str = "The Microsoft Exchange IMAP4 service is ready."
+    port: int = 143
+    ssl_port: int = 993
     max_line: int = 65536  # command text without literals; Dovecot's limit
     max_literal_before_login: int = 8192  # a LOGIN needs no megabytes
     append_limit: int = 35 * 1024 * 1024  # Exchange's default 35 MB message size
-    banner: str = "The Microsoft Exchange IMAP4 service is ready."
-    # UnencryptedOrTLSBindings / SSLBindings: ports on server.bind, plus the port offset.
-    port: int = 143
-    ssl_port: int = 993
-
-    def plaintext_allowed(self, tls_active: bool) -> bool:
-        return tls_active or self.login_type is not LoginType.SECURE_LOGIN
-
-    def to_mapping(self) -> dict[str, object]:
-        """The stored form (`ProtocolSettings.settings`)."""
-        return protocol_settings.to_mapping(self)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> ImapSettings:
-        """Validated settings from their stored (or CLI) form; ValueError names the field."""
-        return protocol_settings.from_mapping(cls, "imap4", values)
 
 
 @dataclass

@@ -35,12 +35,11 @@ Standards: RFC 1939 (POP3), RFC 2449 (CAPA, response codes), RFC 2595 §4
 from __future__ import annotations
 
 import asyncio
-import enum
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Final, assert_never
+from typing import ClassVar, Final, assert_never
 
 import structlog
 
@@ -77,8 +76,8 @@ from postwerk.protocols.pop3 import (
 )
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
-from postwerk.services import protocol_settings
 from postwerk.services.channel import FramedChannel, ServiceListener
+from postwerk.services.protocol_settings import AccessSettings
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
 
@@ -98,51 +97,17 @@ ALREADY_USER: Final = Reply(False, "USER already given, send PASS")
 SERVER_ERROR: Final = Reply(False, "internal error, closing connection", ResponseCode.SYS_TEMP)
 
 
-class LoginType(enum.StrEnum):
-    """Exchange's Set-PopSettings -LoginType."""
-
-    # USER/PASS and PLAIN/LOGIN only once TLS is active (Exchange's default).
-    SECURE_LOGIN = "SecureLogin"
-    # Plaintext logins accepted without TLS.
-    PLAIN_TEXT_LOGIN = "PlainTextLogin"
-    # Exchange adds NTLM here; postwerk has no integrated authentication, so this
-    # behaves as PlainTextLogin.
-    PLAIN_TEXT_AUTHENTICATION = "PlainTextAuthentication"
-
-
 @dataclass(frozen=True, slots=True)
-class Pop3Settings:
-    """POP3 service settings; defaults are Exchange 2013's Set-PopSettings defaults."""
+class Pop3Settings(AccessSettings):
+    """POP3 service settings (Set-PopSettings); RFC 1939 §3 asks for at least 10
+    minutes of idle time after login. The maildrop lock already admits one
+    session per mailbox in this process, whatever max_connections_per_user says."""
 
-    login_type: LoginType = LoginType.SECURE_LOGIN
-    # Authenticated sessions per mailbox (MaxConnectionsPerUser). The maildrop
-    # lock already admits one session per mailbox in this process.
-    max_connections_per_user: int = 16
-    max_connections: int = 2000  # MaxConnections, all listeners sharing a context
-    max_connections_per_ip: int = 64  # MaxConnectionFromSingleIP
-    # AuthenticatedConnectionTimeout / PreAuthenticatedConnectionTimeout. RFC 1939 §3
-    # asks for at least 10 minutes after login.
-    idle_timeout_before_login: float = 60.0
-    idle_timeout_after_login: float = 1800.0
-    # Lines that are not commands or not valid in the state, answered -ERR; one
-    # more and the connection is closed (Exchange and Dovecot both disconnect).
-    max_bad_commands: int = 10
+    PROTOCOL: ClassVar[str] = "pop3"
+
     banner: str = "The Microsoft Exchange POP3 service is ready."
-    # UnencryptedOrTLSBindings / SSLBindings: ports on server.bind, plus the port offset.
     port: int = 110
     ssl_port: int = 995
-
-    def plaintext_allowed(self, tls_active: bool) -> bool:
-        return tls_active or self.login_type is not LoginType.SECURE_LOGIN
-
-    def to_mapping(self) -> dict[str, object]:
-        """The stored form (`ProtocolSettings.settings`)."""
-        return protocol_settings.to_mapping(self)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> Pop3Settings:
-        """Validated settings from their stored (or CLI) form; ValueError names the field."""
-        return protocol_settings.from_mapping(cls, "pop3", values)
 
 
 class MaildropLocks:

@@ -11,9 +11,58 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
+
+
+class LoginType(enum.StrEnum):
+    """Exchange's Set-PopSettings / Set-ImapSettings -LoginType."""
+
+    # Plaintext credentials only once TLS is active (Exchange's default).
+    SECURE_LOGIN = "SecureLogin"
+    # Plaintext logins accepted without TLS.
+    PLAIN_TEXT_LOGIN = "PlainTextLogin"
+    # Exchange adds NTLM here; postwerk has no integrated authentication, so this
+    # behaves as PlainTextLogin.
+    PLAIN_TEXT_AUTHENTICATION = "PlainTextAuthentication"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """What Set-PopSettings and Set-ImapSettings share; defaults are Exchange 2013's.
+    Each service subclasses it with its protocol name, ports and banner."""
+
+    PROTOCOL: ClassVar[str] = ""
+
+    login_type: LoginType = LoginType.SECURE_LOGIN
+    max_connections: int = 2000  # MaxConnections, all listeners sharing a context
+    max_connections_per_ip: int = 64  # MaxConnectionFromSingleIP
+    max_connections_per_user: int = 16  # MaxConnectionsPerUser
+    # PreAuthenticatedConnectionTimeout / AuthenticatedConnectionTimeout; the RFC
+    # minimum after login is in TIMEOUT_AFTER_LOGIN_MIN.
+    idle_timeout_before_login: float = 60.0
+    idle_timeout_after_login: float = 1800.0
+    # Unknown or out-of-state commands; one more and the connection is closed
+    # (Exchange and Dovecot both disconnect persistent offenders).
+    max_bad_commands: int = 10
+    banner: str = ""
+    # UnencryptedOrTLSBindings / SSLBindings: ports on server.bind, plus the port offset.
+    port: int = 0
+    ssl_port: int = 0
+
+    def plaintext_allowed(self, tls_active: bool) -> bool:
+        return tls_active or self.login_type is not LoginType.SECURE_LOGIN
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The stored form (`ProtocolSettings.settings`)."""
+        return to_mapping(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Self:
+        """Validated settings from their stored (or CLI) form; ValueError names the field."""
+        return from_mapping(cls, cls.PROTOCOL, values)
+
 
 # Inclusive bounds per numeric field. Timeouts follow the RFC minimums after login:
 # RFC 1939 §3 (POP3) 10 minutes, RFC 9051 §5.4 (IMAP) 30 minutes.
