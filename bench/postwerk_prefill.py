@@ -2,7 +2,7 @@
 """Pre-fill one postwerk mailbox's Inbox with N ~10 KB messages, the server stopped.
 
 The hook behind ``POSTWERK_PREFILL_CMD`` (bench/mailbox_size.sh): it writes through
-the store API, as delivery does (one blob file per message, the summary IMAP will
+the store API, as delivery does (one blob file per message, the summary and ENVELOPE IMAP will
 read, UIDs and folder counters), in transactions of 1,000 items, and without fsync
 per blob: this is set-up, not measurement. Tops the mailbox up to N messages.
 
@@ -25,6 +25,7 @@ from smtpload import make_message
 
 from postwerk.core.ids import new_id
 from postwerk.mime.summary import summarize
+from postwerk.protocols.imap.responses import stored_envelope
 from postwerk.store.blobs import FileBlobStore
 from postwerk.store.records import NewItem
 from postwerk.store.sqlite import open_sqlite
@@ -49,6 +50,7 @@ async def prefill(data_dir: Path, address: str, count: int, pool_size: int) -> i
             for i in range(pool_size)
         ]
         summaries = [summarize(m).to_json() for m in pool]
+        envelopes = [stored_envelope(s) for s in summaries]
         prefix = b"Return-Path: <prefill@client.bench.test>\r\n"
         done = 0
         while done < missing:
@@ -69,6 +71,7 @@ async def prefill(data_dir: Path, address: str, count: int, pool_size: int) -> i
                         size=len(prefix) + len(pool[k]),
                         internal_date=time.time(),
                         summary=summaries[k],
+                        imap_envelope=envelopes[k],
                         delivery_key=f"prefill/{blob_id}",
                     )
                 )

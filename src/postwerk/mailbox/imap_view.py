@@ -3,8 +3,10 @@
 Purpose: IMAP numbers messages by position (sequence numbers) in a list that
 only the session may renumber, while the store changes under it (deliveries,
 other sessions, POP3, EWS). `FolderView` keeps the list of UIDs the client
-knows, the flags it was last told, and the store items behind them, and turns
-a fresh `list_items` read into the untagged updates the client is owed.
+knows and the state (flags, keywords, MODSEQ) it was last told of, never the
+items' summaries, and turns the store's changes since the MODSEQ it last took
+in (`MailStore.changes_since`) into the untagged updates the client is owed:
+a session on a folder of 100,000 items re-reads only what changed.
 Sans-I/O: the service reads the store and writes the lines.
 
 Invariants:
@@ -17,6 +19,9 @@ Invariants:
   only the messages above it, so the numbers sent stay right one by one.
 - New messages are announced with EXISTS after the view grows; EXISTS never
   renumbers, so it may go out at any command.
+- `modseq` is the folder's HIGHESTMODSEQ read *before* the states it covers,
+  so a change racing the read is reported again rather than missed; applying
+  a change twice is harmless (same flags: no FETCH; known UID: no EXISTS).
 
 Standards: RFC 9051 §2.3.1 (UIDs, sequence numbers), §7.4.1 (EXISTS),
 §7.5.1 (EXPUNGE), §7.5.2 (FETCH FLAGS as unsolicited update); RFC 3501.
@@ -24,15 +29,15 @@ Standards: RFC 9051 §2.3.1 (UIDs, sequence numbers), §7.4.1 (EXISTS),
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from postwerk.protocols.imap import responses
-from postwerk.store.records import Flag, Folder, Item
+from postwerk.store.records import Flag, Folder, FolderChanges, ItemState
 
 SYSTEM_FLAG_BITS: dict[str, int] = {name.upper(): bit for bit, name in Flag.NAMES.items()}
 
 
-def flag_names(item: Item) -> list[str]:
+def flag_names(item: ItemState) -> list[str]:
     """The IMAP FLAGS of an item: system flags from the bits, then keywords."""
     names = [name for bit, name in Flag.NAMES.items() if item.flags & bit]
     names.extend(item.keywords)
@@ -48,14 +53,17 @@ def folder_state(folder: Folder) -> tuple[int, int, int]:
 class FolderView:
     """The selected folder as this session knows it."""
 
-    def __init__(self, folder_id: int, items: Iterable[Item], *, read_only: bool) -> None:
-        self.folder_id = folder_id
+    def __init__(self, folder: Folder, states: Iterable[ItemState], *, read_only: bool) -> None:
+        """`folder` must have been read before `states` (see `modseq`)."""
+        self.folder_id = folder.id
         self.read_only = read_only
-        ordered = sorted(items, key=lambda i: i.uid)
+        ordered = sorted(states, key=lambda i: i.uid)
         self.uids: list[int] = [i.uid for i in ordered]
-        self.items: dict[int, Item] = {i.uid: i for i in ordered}
+        self.states: dict[int, ItemState] = {i.uid: i for i in ordered}
         self.gone: set[int] = set()  # expunged in the store, not yet reported
-        self.state: tuple[int, int, int] | None = None  # folder_state at the last read
+        self.state: tuple[int, int, int] | None = folder_state(folder)
+        self.modseq = folder.highest_modseq  # every change up to here is taken in
+        self.condstore = False  # FETCH updates carry MODSEQ (RFC 7162 §3.2)
         self._pos: dict[int, int] | None = None
 
     # ------------------------------------------------------------ numbering
@@ -74,46 +82,70 @@ class FolderView:
         return self._pos.get(uid)
 
     def live(self, uid: int) -> bool:
-        return uid in self.items and uid not in self.gone
+        return uid in self.states and uid not in self.gone
+
+    def first_unseen(self) -> int | None:
+        return next(
+            (n for n, uid in enumerate(self.uids, 1) if not self.states[uid].flags & Flag.SEEN),
+            None,
+        )
 
     # ------------------------------------------------------------ updates
 
-    def update_items(self, items: Iterable[Item]) -> None:
+    def update_states(self, states: Iterable[ItemState]) -> None:
         """Items this session changed itself (STORE): known, so not reported again."""
-        for item in items:
-            if item.uid in self.items:
-                self.items[item.uid] = item
+        for state in states:
+            if state.uid in self.states:
+                self.states[state.uid] = state
 
-    def sync(self, items: Sequence[Item]) -> list[bytes]:
-        """Take a fresh read of the folder; return FETCH FLAGS and EXISTS updates.
+    def apply(self, changes: FolderChanges, folder: Folder | None) -> list[bytes]:
+        """Take in the store's changes (read after `folder`); return FETCH FLAGS and
+        EXISTS updates. `folder` None: the folder is gone, and every message with it.
 
         Expunged messages are only marked (`gone`); see `flush_expunges`.
         """
-        fresh = {i.uid: i for i in items}
         out: list[bytes] = []
-        for seq, uid in enumerate(self.uids, 1):
-            new = fresh.get(uid)
-            if new is None:
+        if folder is None:
+            self.gone.update(self.uids)
+            self.state = None
+            return out
+        for uid in changes.expunged:
+            if uid in self.states:
                 self.gone.add(uid)
-                continue
-            old = self.items[uid]
-            if (new.flags, new.keywords) != (old.flags, old.keywords):
-                out.append(
-                    responses.fetch_response(
-                        seq,
-                        [("UID", b"%d" % uid), ("FLAGS", responses.flags_list(flag_names(new)))],
-                    )
-                )
-            self.items[uid] = new
         last = self.largest_uid
-        added = sorted(uid for uid in fresh if uid > last)
+        added: list[ItemState] = []
+        for new in changes.changed:
+            if new.uid > last:
+                added.append(new)
+                continue
+            old = self.states.get(new.uid)
+            if old is None or new.uid in self.gone:
+                continue
+            if (new.flags, new.keywords) != (old.flags, old.keywords):
+                seq = self.seq_of(new.uid)
+                assert seq is not None
+                out.append(responses.fetch_response(seq, self.flag_items(new, uid=True)))
+            self.states[new.uid] = new
         if added:
-            self.uids.extend(added)
-            for uid in added:
-                self.items[uid] = fresh[uid]
+            for new in added:  # ascending: changes come in UID order
+                self.uids.append(new.uid)
+                self.states[new.uid] = new
             self._pos = None
             out.append(responses.exists_line(len(self.uids)))
+        self.state = folder_state(folder)
+        self.modseq = max(self.modseq, folder.highest_modseq)
         return out
+
+    def flag_items(self, state: ItemState, *, uid: bool) -> list[tuple[str, bytes]]:
+        """The items of a FETCH response that reports flags (with MODSEQ once the
+        client enabled CONDSTORE)."""
+        items: list[tuple[str, bytes]] = []
+        if uid:
+            items.append(("UID", b"%d" % state.uid))
+        items.append(("FLAGS", responses.flags_list(flag_names(state))))
+        if self.condstore:
+            items.append(("MODSEQ", b"(%d)" % state.modseq))
+        return items
 
     def flush_expunges(self) -> list[bytes]:
         """EXPUNGE responses for every message gone from the store, highest first."""
@@ -126,7 +158,7 @@ class FolderView:
         ]
         self.uids = [u for u in self.uids if u not in self.gone]
         for uid in self.gone:
-            self.items.pop(uid, None)
+            self.states.pop(uid, None)
         self.gone.clear()
         self._pos = None
         return out

@@ -140,11 +140,30 @@ from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services.channel import FramedChannel, ServiceListener
 from postwerk.services.protocol_settings import AccessSettings
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
-from postwerk.store.records import Flag, Folder, Item, NewItem, Recipient
+from postwerk.store.records import (
+    Flag,
+    Folder,
+    FolderChanges,
+    Item,
+    ItemBrief,
+    ItemState,
+    NewItem,
+    Recipient,
+)
 
 SASL_MECHANISMS: Final = ("PLAIN",)
 PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
 FOLDER_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+# FETCH items answered from the session's view, without reading the item.
+STATE_ATTRIBUTES: Final = frozenset({FetchItem.FLAGS, FetchItem.UID})
+# FETCH items answered from `MailStore.item_briefs` (with the view's state).
+BRIEF_ATTRIBUTES: Final = STATE_ATTRIBUTES | {
+    FetchItem.RFC822_SIZE,
+    FetchItem.INTERNALDATE,
+    FetchItem.ENVELOPE,
+}
+# Items read (and responses flushed) per step of a large FETCH or SEARCH.
+FETCH_CHUNK: Final = 256
 BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
@@ -825,16 +844,14 @@ class ImapConnection:
         if command.condstore or command.qresync is not None:
             raise _Refused("BAD", "CONDSTORE/QRESYNC not supported yet", r.code("CANNOT"))
         folder = await self._mail_folder(command.mailbox)
-        items = await self.ctx.mail.list_items(folder.id)
-        view = FolderView(folder.id, items, read_only=read_only)
-        view.state = folder_state(folder)  # read before the items: a later change shows
+        # The folder row first, then the states: a change between the two reads is
+        # taken in again at the next sync rather than missed.
+        states = await self.ctx.mail.item_states(folder.id)
+        view = FolderView(folder, states, read_only=read_only)
         self.send(r.flags_line(FOLDER_FLAGS))
         self.send(r.exists_line(view.exists))
         self.send(r.recent_line(0))
-        first_unseen = next(
-            (n for n, uid in enumerate(view.uids, 1) if not view.items[uid].flags & Flag.SEEN),
-            None,
-        )
+        first_unseen = view.first_unseen() if folder.unseen else None
         if first_unseen is not None:
             self.send(r.untagged_status("OK", "First unseen", r.code("UNSEEN", first_unseen)))
         self.send(r.untagged_status("OK", "UIDs valid", r.code("UIDVALIDITY", folder.uidvalidity)))
@@ -980,8 +997,8 @@ class ImapConnection:
                     values[item] = self.settings.append_limit
                 case "DELETED":
                     if deleted is None:  # no counter for it: the one O(n) item
-                        items = await self.ctx.mail.list_items(folder.id)
-                        deleted = sum(1 for i in items if i.flags & Flag.DELETED)
+                        states = await self.ctx.mail.item_states(folder.id)
+                        deleted = sum(1 for i in states if i.flags & Flag.DELETED)
                     values[item] = deleted
         self.send(r.status_line(imap_name(folder.name), values))
 
@@ -1000,6 +1017,7 @@ class ImapConnection:
             await writer.abort()
             raise
         when = command.internal_date.timestamp() if command.internal_date else time.time()
+        summary = summarize(data).to_json()
         new = NewItem(
             mailbox_id=self.mailbox_id,
             folder_name=folder.name,
@@ -1010,7 +1028,8 @@ class ImapConnection:
             internal_date=when,
             flags=flags,
             keywords=keywords,
-            summary=summarize(data).to_json(),
+            summary=summary,
+            imap_envelope=r.stored_envelope(summary),
         )
         [item] = await self.ctx.mail.deliver([new])
         self._changed()
@@ -1024,21 +1043,26 @@ class ImapConnection:
         assert self.view is not None and self.user is not None
         # Every change to a folder (delivery, flags, expunge) raises its HIGHESTMODSEQ:
         # an unchanged folder costs one small read, not a read of every item.
-        state = await self._folder_state(self.user.id, self.view.folder_id)
-        if state is None or state != self.view.state:
-            items = await self.ctx.mail.list_items(self.view.folder_id)
-            for line in self.view.sync(items):
+        view = self.view
+        folder = await self._folder_row(self.user.id, view.folder_id)
+        if folder is None or folder_state(folder) != view.state:
+            changes = FolderChanges([], [])
+            if folder is not None:
+                try:
+                    changes = await self.ctx.mail.changes_since(view.folder_id, view.modseq)
+                except FolderNotFound:
+                    folder = None  # deleted meanwhile: every message is gone
+            for line in view.apply(changes, folder):
                 self.send(line)
-            self.view.state = state
         if expunge_ok:
-            for line in self.view.flush_expunges():
+            for line in view.flush_expunges():
                 self.send(line)
 
-    async def _folder_state(self, mailbox_id: int, folder_id: int) -> tuple[int, int, int] | None:
+    async def _folder_row(self, mailbox_id: int, folder_id: int) -> Folder | None:
         for folder in await self.ctx.mail.list_folders(mailbox_id):
             if folder.id == folder_id:
-                return folder_state(folder)
-        return None  # deleted meanwhile: the item read shows every message gone
+                return folder
+        return None
 
     def _targets(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
         """The UIDs a sequence set names, ascending; BAD for a sequence number past the end."""
@@ -1065,8 +1089,8 @@ class ImapConnection:
         self.folder = None
         if expunge and view is not None and not view.read_only:
             # RFC 9051 §6.4.1: silently remove \Deleted messages, no EXPUNGE responses.
-            items = await self.ctx.mail.list_items(view.folder_id)
-            doomed = [i.uid for i in items if i.flags & Flag.DELETED]
+            states = await self.ctx.mail.item_states(view.folder_id)
+            doomed = [i.uid for i in states if i.flags & Flag.DELETED]
             if doomed:
                 await self.ctx.mail.expunge(view.folder_id, doomed)
                 self._changed()
@@ -1076,8 +1100,8 @@ class ImapConnection:
         assert view is not None
         if view.read_only:
             raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
-        items = await self.ctx.mail.list_items(view.folder_id)
-        doomed = [i.uid for i in items if i.flags & Flag.DELETED]
+        states = await self.ctx.mail.item_states(view.folder_id)
+        doomed = [i.uid for i in states if i.flags & Flag.DELETED]
         if isinstance(command, UidExpunge):
             wanted = set(self._targets(command.sequence_set, uid=True))
             doomed = [u for u in doomed if u in wanted]
@@ -1097,14 +1121,13 @@ class ImapConnection:
         bits, keywords = _flags_from_names(command.flags)
         groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for uid in targets:
-            item = view.items[uid]
+            item = view.states[uid]
             new_flags, new_keywords = _apply(command.mode, item, bits, keywords)
             if (new_flags, new_keywords) != (item.flags, item.keywords):
                 groups.setdefault((new_flags, new_keywords), []).append(uid)
         for (new_flags, new_keywords), uids in groups.items():
-            view.update_items(
-                await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
-            )
+            changed = await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
+            view.update_states(i.state for i in changed)
         if groups:
             self._changed()
         if command.silent:
@@ -1112,10 +1135,7 @@ class ImapConnection:
         for uid in targets:
             seq = view.seq_of(uid)
             assert seq is not None
-            items = [("FLAGS", r.flags_list(flag_names(view.items[uid])))]
-            if command.uid:
-                items.insert(0, ("UID", b"%d" % uid))
-            self.send(r.fetch_response(seq, items))
+            self.send(r.fetch_response(seq, view.flag_items(view.states[uid], uid=command.uid)))
 
     async def _on_copy(self, command: Copy) -> None:
         view = self.view
@@ -1159,12 +1179,8 @@ class ImapConnection:
                 ),
             )
         )
-        items = await self.ctx.mail.list_items(view.folder_id)
-        for line in view.sync(items):
-            self.send(line)
         # The client asked for these to go: report them even for MOVE by sequence number.
-        for line in view.flush_expunges():
-            self.send(line)
+        await self._sync(expunge_ok=True)
 
     # ------------------------------------------------------------ FETCH
 
@@ -1189,39 +1205,98 @@ class ImapConnection:
         await self._sync(expunge_ok=False)  # current flags for the answer
         targets = self._targets(command.sequence_set, command.uid)
         sets_seen = not view.read_only and any(_sets_seen(a) for a in command.attributes)
+        # FLAGS, UID (and MODSEQ) come from the session's view; anything else needs
+        # the items, read a chunk at a time so that a FETCH 1:* on a large folder
+        # neither holds every item nor every response in memory.
+        needs_item = any(a not in STATE_ATTRIBUTES for a in command.attributes)
+        # Metadata (sizes, dates, ENVELOPE) from the brief rows: no summary JSON.
+        brief = needs_item and all(a in BRIEF_ATTRIBUTES for a in command.attributes)
         missing = False
-        for uid in targets:
-            item = view.items[uid]
-            seq = view.seq_of(uid)
-            assert seq is not None
-            try:
-                out = await self._fetch_one(item, command)
-            except NotFound:
-                missing = True  # expunged meanwhile and its blob gone
-                continue
-            if sets_seen and view.live(uid) and not item.flags & Flag.SEEN:
-                changed = await self.ctx.mail.set_flags(
-                    view.folder_id, [uid], item.flags | Flag.SEEN, item.keywords
-                )
-                view.update_items(changed)
-                self._changed()
-                if FetchItem.FLAGS not in command.attributes:
-                    out.append(("FLAGS", r.flags_list(flag_names(view.items[uid]))))
-                else:
-                    out = [
-                        ("FLAGS", r.flags_list(flag_names(view.items[uid])))
-                        if name == "FLAGS"
-                        else (name, value)
-                        for name, value in out
-                    ]
-            self.send(r.fetch_response(seq, out))
+        for start in range(0, len(targets), FETCH_CHUNK):
+            chunk = targets[start : start + FETCH_CHUNK]
+            items: dict[int, Item | ItemBrief] = {}
+            if brief:
+                found = await self.ctx.mail.item_briefs(view.folder_id, chunk)
+                items = {b.uid: b for b in found if b.imap_envelope is not None}
+                if len(items) < len(found):  # stored before ENVELOPEs were kept
+                    old = [b.uid for b in found if b.imap_envelope is None]
+                    for i in await self.ctx.mail.items_by_uid(view.folder_id, old):
+                        items[i.uid] = i
+            elif needs_item:
+                items = {i.uid: i for i in await self.ctx.mail.items_by_uid(view.folder_id, chunk)}
+            for uid in chunk:
+                seq = view.seq_of(uid)
+                assert seq is not None
+                item = items.get(uid)
+                if needs_item and item is None:
+                    missing = True  # expunged meanwhile
+                    continue
+                try:
+                    if isinstance(item, ItemBrief):
+                        out = self._fetch_brief(item, command)
+                    else:
+                        out = await self._fetch_one(uid, item, command)
+                except NotFound:
+                    missing = True  # expunged meanwhile and its blob gone
+                    continue
+                state = view.states[uid]
+                if sets_seen and view.live(uid) and not state.flags & Flag.SEEN:
+                    changed = await self.ctx.mail.set_flags(
+                        view.folder_id, [uid], state.flags | Flag.SEEN, state.keywords
+                    )
+                    view.update_states(i.state for i in changed)
+                    self._changed()
+                    flags = ("FLAGS", r.flags_list(flag_names(view.states[uid])))
+                    if FetchItem.FLAGS not in command.attributes:
+                        out.append(flags)
+                    else:
+                        out = [flags if name == "FLAGS" else (name, value) for name, value in out]
+                self.send(r.fetch_response(seq, out))
+            if len(targets) > FETCH_CHUNK:
+                self._flush()
+                await self.channel.drain()
         if missing:
             raise _Done(r.code("EXPUNGEISSUED"))
 
-    async def _fetch_one(self, item: Item, command: Fetch) -> list[tuple[str, bytes]]:
+    def _fetch_brief(self, brief: ItemBrief, command: Fetch) -> list[tuple[str, bytes]]:
+        view = self.view
+        assert view is not None and brief.imap_envelope is not None
         out: list[tuple[str, bytes]] = []
         if command.uid and FetchItem.UID not in command.attributes:
-            out.append(("UID", b"%d" % item.uid))  # RFC 9051 §6.4.9: UID FETCH always has UID
+            out.append(("UID", b"%d" % brief.uid))
+        for attr in command.attributes:
+            if attr is FetchItem.FLAGS:
+                out.append(("FLAGS", r.flags_list(flag_names(view.states[brief.uid]))))
+            elif attr is FetchItem.UID:
+                out.append(("UID", b"%d" % brief.uid))
+            elif attr is FetchItem.RFC822_SIZE:
+                out.append(("RFC822.SIZE", b"%d" % brief.size))
+            elif attr is FetchItem.INTERNALDATE:
+                when = datetime.fromtimestamp(brief.internal_date, UTC)
+                out.append(("INTERNALDATE", r.internaldate(when)))
+            else:
+                out.append(("ENVELOPE", brief.imap_envelope))
+        return out
+
+    async def _fetch_one(
+        self, uid: int, item: Item | None, command: Fetch
+    ) -> list[tuple[str, bytes]]:
+        """The FETCH items for one message; `item` is None when only the view's
+        state is asked for (FLAGS, UID)."""
+        view = self.view
+        assert view is not None
+        state = view.states[uid]
+        out: list[tuple[str, bytes]] = []
+        if command.uid and FetchItem.UID not in command.attributes:
+            out.append(("UID", b"%d" % uid))  # RFC 9051 §6.4.9: UID FETCH always has UID
+        if item is None:
+            for attr in command.attributes:
+                if attr is FetchItem.FLAGS:
+                    out.append(("FLAGS", r.flags_list(flag_names(state))))
+                elif attr is FetchItem.UID:
+                    out.append(("UID", b"%d" % uid))
+            return out
+        full_item = item
         message: bytes | None = None
         summary: MessageSummary | None = None
 
@@ -1229,7 +1304,7 @@ class ImapConnection:
             nonlocal message
             if message is None:
                 try:
-                    message = await self._read_message(item)
+                    message = await self._read_message(full_item)
                 except (FileNotFoundError, KeyError) as exc:
                     raise NotFound(str(exc)) from exc
             return message
@@ -1237,23 +1312,24 @@ class ImapConnection:
         def summ() -> MessageSummary:
             nonlocal summary
             if summary is None:
-                summary = _summary_of(item)
+                summary = _summary_of(full_item)
             return summary
 
         for attr in command.attributes:
-            out.append(await self._fetch_attribute(attr, item, full, summ))
+            out.append(await self._fetch_attribute(attr, state, full_item, full, summ))
         return out
 
     async def _fetch_attribute(
         self,
         attr: FetchAttribute,
+        state: ItemState,
         item: Item,
         read: Callable[[], Awaitable[bytes]],
         summ: Callable[[], MessageSummary],
     ) -> tuple[str, bytes]:
         match attr:
             case FetchItem.FLAGS:
-                return ("FLAGS", r.flags_list(flag_names(item)))
+                return ("FLAGS", r.flags_list(flag_names(state)))
             case FetchItem.UID:
                 return ("UID", b"%d" % item.uid)
             case FetchItem.INTERNALDATE:
@@ -1264,6 +1340,8 @@ class ImapConnection:
             case FetchItem.RFC822_SIZE:
                 return ("RFC822.SIZE", b"%d" % item.size)
             case FetchItem.ENVELOPE:
+                if item.imap_envelope is not None:
+                    return ("ENVELOPE", item.imap_envelope)
                 return ("ENVELOPE", r.envelope(summ().envelope))
             case FetchItem.BODYSTRUCTURE:
                 return ("BODYSTRUCTURE", r.bodystructure(summ().bodystructure))
@@ -1303,14 +1381,28 @@ class ImapConnection:
         await self._sync(expunge_ok=False)
         cache: dict[int, bytes] = {}
         found = []
-        for seq, uid in enumerate(view.uids, 1):
-            if not view.live(uid):
-                continue
-            if await self._matches(command.criteria, view.items[uid], seq, cache):
-                found.append(uid if command.uid else seq)
+        live = [uid for uid in view.uids if view.live(uid)]
+        if not _needs_item(command.criteria):
+            for uid in live:
+                seq = view.seq_of(uid)
+                assert seq is not None
+                if await self._matches(command.criteria, view.states[uid], seq, cache):
+                    found.append(uid if command.uid else seq)
+        else:
+            for start in range(0, len(live), FETCH_CHUNK):
+                chunk = live[start : start + FETCH_CHUNK]
+                for item in await self.ctx.mail.items_by_uid(view.folder_id, chunk):
+                    seq = view.seq_of(item.uid)
+                    assert seq is not None
+                    if await self._matches(command.criteria, item, seq, cache):
+                        found.append(item.uid if command.uid else seq)
         self.send(r.search_line(found))
 
-    async def _matches(self, key: SearchKey, item: Item, seq: int, cache: dict[int, bytes]) -> bool:
+    async def _matches(
+        self, key: SearchKey, item: Item | ItemState, seq: int, cache: dict[int, bytes]
+    ) -> bool:
+        """Whether a message matches; `item` is an ItemState only when
+        `_needs_item(key)` is false."""
         view = self.view
         assert view is not None
         match key:
@@ -1337,6 +1429,7 @@ class ImapConnection:
                     present = flag.lower() in (k.lower() for k in item.keywords)
                 return present == is_set
             case SearchSize(larger=larger, size=size):
+                assert isinstance(item, Item)
                 return item.size > size if larger else item.size < size
             case SearchSequence(sequence_set=sset, uid=uid):
                 if uid:
@@ -1345,6 +1438,7 @@ class ImapConnection:
             case SearchModSeq(modseq=modseq):
                 return item.modseq >= modseq
             case SearchDate(field=which, op=op, date=when):
+                assert isinstance(item, Item)
                 if which == "SENT":
                     day = _sent_date(_summary_of(item))
                     return day is not None and _compare_date(day, op, when)
@@ -1352,8 +1446,10 @@ class ImapConnection:
                 day = datetime.fromtimestamp(item.internal_date, UTC).date()
                 return _compare_date(day, op, when)
             case SearchHeader(field=name, value=value):
+                assert isinstance(item, Item)
                 return await self._header_matches(item, name, value, cache)
             case SearchText(value=value, body_only=body_only):
+                assert isinstance(item, Item)
                 data = await self._cached_message(item, cache)
                 if body_only:
                     data = data[len(item.header_prefix) + _summary_of(item).header_size :]
@@ -1511,8 +1607,24 @@ def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
     return bits, tuple(keywords)
 
 
+def _needs_item(key: SearchKey) -> bool:
+    """Whether a search key needs the stored item (size, dates, headers, text)
+    rather than the view's state (flags, UIDs, sequence numbers, MODSEQ)."""
+    match key:
+        case SearchAll() | SearchFlag() | SearchSequence() | SearchModSeq():
+            return False
+        case SearchAnd(keys=keys):
+            return any(_needs_item(k) for k in keys)
+        case SearchOr(left=left, right=right):
+            return _needs_item(left) or _needs_item(right)
+        case SearchNot(key=sub):
+            return _needs_item(sub)
+        case _:
+            return True
+
+
 def _apply(
-    mode: StoreMode, item: Item, bits: int, keywords: tuple[str, ...]
+    mode: StoreMode, item: ItemState, bits: int, keywords: tuple[str, ...]
 ) -> tuple[int, tuple[str, ...]]:
     """The flags after STORE FLAGS / +FLAGS / -FLAGS (RFC 9051 §6.4.6)."""
     match mode:

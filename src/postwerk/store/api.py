@@ -22,7 +22,10 @@ from postwerk.store.records import (
     AcceptedDomain,
     DomainType,
     Folder,
+    FolderChanges,
     Item,
+    ItemBrief,
+    ItemState,
     NewItem,
     Organization,
     ProtocolSettings,
@@ -305,6 +308,27 @@ class MailStore(Protocol):
     async def list_items(self, folder_id: int, limit: int | None = None) -> list[Item]: ...
 
     async def get_item(self, folder_id: int, uid: int) -> Item: ...
+
+    async def item_states(self, folder_id: int) -> list[ItemState]:
+        """Every item's UID, flags, keywords and MODSEQ, ascending by UID: IMAP's
+        SELECT, without reading summaries. FolderNotFound."""
+        ...
+
+    async def items_by_uid(self, folder_id: int, uids: Sequence[int]) -> list[Item]:
+        """The items with these UIDs, ascending by UID; absent UIDs are skipped.
+        FolderNotFound."""
+        ...
+
+    async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
+        """Size, internal date and stored ENVELOPE of these UIDs, ascending; absent
+        UIDs are skipped. FolderNotFound."""
+        ...
+
+    async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+        """Items whose MODSEQ is above `modseq` and UIDs expunged (or moved away)
+        with a MODSEQ above it: what a session that knew the folder at `modseq`
+        has missed (RFC 7162 CHANGEDSINCE, QRESYNC). FolderNotFound."""
+        ...
 
     async def set_flags(
         self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()

@@ -175,6 +175,9 @@ class NewItem:
     keywords: tuple[str, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)  # envelope, bodystructure, ...
     delivery_key: str | None = None  # idempotency: same key in the same mailbox => same item
+    # IMAP's ENVELOPE as sent on the wire, rendered once at delivery from the
+    # summary: metadata FETCH then decodes no JSON (None: rendered at FETCH).
+    imap_envelope: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,43 @@ class Item:
     modseq: int
     summary: dict[str, Any]
     delivery_key: str | None
+    imap_envelope: bytes | None = None
+
+    @property
+    def state(self) -> ItemState:
+        return ItemState(self.uid, self.flags, self.keywords, self.modseq)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemState:
+    """What changes about an item after delivery (IMAP's per-session view holds
+    only this: a folder of 100,000 items is read without their summaries)."""
+
+    uid: int
+    flags: int
+    keywords: tuple[str, ...]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemBrief:
+    """What IMAP's metadata FETCH (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)
+    needs of an item besides its state; `imap_envelope` None for items stored
+    before it was kept (render it from the item's summary)."""
+
+    uid: int
+    size: int
+    internal_date: float
+    imap_envelope: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """A folder's changes after a MODSEQ (RFC 7162): items delivered or changed
+    since, ascending by UID, and UIDs expunged since (tombstones), ascending."""
+
+    changed: list[ItemState]
+    expunged: list[int]
 
 
 # ---------------------------------------------------------------- transport

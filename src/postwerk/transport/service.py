@@ -24,6 +24,7 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
 from postwerk.mime.summary import summarize
+from postwerk.protocols.imap.responses import stored_envelope as imap_envelope
 from postwerk.store.api import (
     PENDING_STATUSES,
     BlobStore,
@@ -321,7 +322,8 @@ class TransportService:
         except Exception:
             self.log.exception("summary_failed", queue_id=message.id)
             return False
-        items = tuple(self._new_item(message, r, summary) for r in local)
+        envelope = imap_envelope(summary)
+        items = tuple(self._new_item(message, r, summary, envelope) for r in local)
         delivered = [replace(r, status=RecipientStatus.DELIVERED) for r in local]
         done = {r.address for r in local}
         still_queued = any(r.status in PENDING for r in rows if r.address not in done)
@@ -352,7 +354,9 @@ class TransportService:
         return True
 
     @staticmethod
-    def _new_item(msg: QueuedMessage, r: QueuedRecipient, summary: dict[str, Any]) -> NewItem:
+    def _new_item(
+        msg: QueuedMessage, r: QueuedRecipient, summary: dict[str, Any], envelope: bytes | None
+    ) -> NewItem:
         prefix = f"Return-Path: <{msg.sender}>\r\n".encode()
         return NewItem(
             mailbox_id=int(r.next_hop[len(MAILBOX_HOP) :]),
@@ -364,6 +368,7 @@ class TransportService:
             internal_date=msg.received,
             summary=summary,
             delivery_key=f"{msg.id}/{r.address.lower()}",
+            imap_envelope=envelope,
         )
 
     async def _report_success(
@@ -595,6 +600,7 @@ class TransportService:
         known = known or {}
         messages: dict[str, QueuedMessage] = {}
         summaries: dict[str, dict[str, Any]] = {}
+        envelopes: dict[str, bytes | None] = {}
         new_items: list[NewItem] = []
         targets: list[QueuedRecipient] = []
         failures: list[QueuedRecipient] = []
@@ -616,13 +622,14 @@ class TransportService:
                         else (await self.blobs.read(msg.blob_id))
                     )
                     summaries[msg.id] = summarize(data).to_json()
+                    envelopes[msg.id] = imap_envelope(summaries[msg.id])
                 except Exception as exc:
                     self.log.exception("blob_unreadable", queue_id=msg.id)
                     failures.append(self._retry(r, f"blob unreadable: {exc}", now))
                     continue
             if msg.id not in summaries:
                 continue
-            new_items.append(self._new_item(msg, r, summaries[msg.id]))
+            new_items.append(self._new_item(msg, r, summaries[msg.id], envelopes[msg.id]))
             targets.append(r)
         delivered = [replace(r, status=RecipientStatus.DELIVERED, last_error="") for r in targets]
         done = {r.message_id for r in delivered}

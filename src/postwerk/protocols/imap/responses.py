@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Final, Literal, NewType
+from typing import Any, Final, Literal, NewType, cast
 
 from postwerk.mime.summary import (
     BodyPart,
@@ -348,6 +348,18 @@ def internaldate(when: datetime) -> bytes:
 def envelope(env: Envelope) -> bytes:
     """ENVELOPE value from the stored summary (mime/summary.py)."""
     return serialize_envelope(env)
+
+
+def stored_envelope(summary: dict[str, Any]) -> bytes | None:
+    """The ENVELOPE to keep with an item at delivery (`NewItem.imap_envelope`), or
+    None when the summary has none (FETCH then renders it from the summary)."""
+    env = summary.get("envelope")
+    if not isinstance(env, dict):
+        return None
+    try:
+        return serialize_envelope(cast(Envelope, env))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def bodystructure(part: BodyPart) -> bytes:

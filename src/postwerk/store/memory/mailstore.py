@@ -30,7 +30,7 @@ from postwerk.store.api import (
     folder_parents,
     is_below,
 )
-from postwerk.store.records import Flag, Folder, Item, NewItem
+from postwerk.store.records import Flag, Folder, FolderChanges, Item, ItemBrief, ItemState, NewItem
 
 
 def _keywords(keywords: Sequence[str]) -> tuple[str, ...]:
@@ -57,6 +57,7 @@ class MemoryMailStore:
         self._next_item = 1
         self._last_uidvalidity = 0
         self._subscriptions: dict[int, set[str]] = {}  # mailbox -> names
+        self._expunged: dict[int, dict[int, int]] = {}  # folder id -> uid -> modseq
 
     async def create_default_folders(self, mailbox_id: int) -> list[Folder]:
         existing = {f.name for f in self._folders.values() if f.mailbox_id == mailbox_id}
@@ -146,6 +147,7 @@ class MemoryMailStore:
                 modseq=f.highest_modseq,
                 summary=_json_copy(new.summary),
                 delivery_key=new.delivery_key,
+                imap_envelope=new.imap_envelope,
             )
             self._next_item += 1
             self._items[fid][stored.uid] = stored
@@ -163,6 +165,32 @@ class MemoryMailStore:
         if found is None:
             raise ItemNotFound(f"uid {uid} not found in folder {folder_id}")
         return found
+
+    async def item_states(self, folder_id: int) -> list[ItemState]:
+        return [i.state for i in self._folder_items(folder_id).values()]
+
+    async def items_by_uid(self, folder_id: int, uids: Sequence[int]) -> list[Item]:
+        items = self._folder_items(folder_id)
+        return [items[u] for u in sorted(set(uids)) if u in items]
+
+    async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
+        return [
+            ItemBrief(i.uid, i.size, i.internal_date, i.imap_envelope)
+            for i in await self.items_by_uid(folder_id, uids)
+        ]
+
+    async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+        items = self._folder_items(folder_id)
+        tombstones = self._expunged.get(folder_id, {})
+        return FolderChanges(
+            changed=[i.state for i in items.values() if i.modseq > modseq],
+            expunged=sorted(u for u, m in tombstones.items() if m > modseq),
+        )
+
+    def _bury(self, folder_id: int, uids: Sequence[int], modseq: int) -> None:
+        tombstones = self._expunged.setdefault(folder_id, {})
+        for uid in uids:
+            tombstones[uid] = modseq
 
     async def set_flags(
         self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()
@@ -200,6 +228,7 @@ class MemoryMailStore:
                 unseen=f.unseen - sum(_unseen(i.flags) for i in gone),
                 size=f.size - sum(i.size for i in gone),
             )
+            self._bury(folder_id, [i.uid for i in gone], f.highest_modseq + 1)
             for i in gone:
                 if i.delivery_key is not None:
                     self._keys.pop((i.mailbox_id, i.delivery_key), None)
@@ -210,6 +239,7 @@ class MemoryMailStore:
         for fid in [f.id for f in self._folders.values() if f.mailbox_id == mailbox_id]:
             blobs.update(i.blob_id for i in self._items.pop(fid).values())
             del self._folders[fid]
+            self._expunged.pop(fid, None)
         self._keys = {k: v for k, v in self._keys.items() if k[0] != mailbox_id}
         self._subscriptions.pop(mailbox_id, None)
         return self._unreferenced(blobs)
@@ -255,6 +285,7 @@ class MemoryMailStore:
             raise FolderHasChildren(f"folder {name!r} has subfolders")
         gone = self._items.pop(found.id)
         del self._folders[found.id]
+        self._expunged.pop(found.id, None)
         for i in gone.values():
             if i.delivery_key is not None:
                 self._keys.pop((i.mailbox_id, i.delivery_key), None)
@@ -306,6 +337,7 @@ class MemoryMailStore:
             unseen=f.unseen - sum(_unseen(i.flags) for i in found),
             size=f.size - sum(i.size for i in found),
         )
+        self._bury(folder_id, [i.uid for i in found], f.highest_modseq + 1)
         dest = self._bump_dest(dest_folder_id, found)
         dest_items = self._items[dest_folder_id]
         first = dest.uidnext - len(found)

@@ -20,7 +20,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -42,9 +44,9 @@ from postwerk.store.api import (
     folder_parents,
     is_below,
 )
-from postwerk.store.records import Flag, Folder, Item, NewItem
+from postwerk.store.records import Flag, Folder, FolderChanges, Item, ItemBrief, ItemState, NewItem
 from postwerk.store.sqlite.database import Database, driver_cursor
-from postwerk.store.sqlite.schema import folder, item, sequence, subscription
+from postwerk.store.sqlite.schema import expunged_item, folder, item, sequence, subscription
 
 _UIDV = "uidvalidity"
 
@@ -80,10 +82,58 @@ def _item(m: RowMapping) -> Item:
         size=m["size"],
         internal_date=m["internal_date"],
         flags=m["flags"],
-        keywords=tuple(json.loads(m["keywords"])),
+        keywords=tuple(orjson.loads(m["keywords"])),
         modseq=m["modseq"],
-        summary=json.loads(m["summary"]),
+        summary=orjson.loads(m["summary"]),
         delivery_key=m["delivery_key"],
+        imap_envelope=m["imap_envelope"],
+    )
+
+
+def _states(rows: list[Any]) -> list[ItemState]:
+    # The hot path of SELECT on a large folder: most items have no keywords, so
+    # the JSON decoder only runs for those that do.
+    return [
+        ItemState(uid, flags, () if kw == "[]" else tuple(orjson.loads(kw)), modseq)
+        for uid, flags, kw, modseq in rows
+    ]
+
+
+_ITEM_SQL = (
+    "SELECT id, mailbox_id, folder_id, uid, item_class, blob_id, header_prefix, size,"
+    " internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope FROM item"
+)
+
+
+def _item_from_row(row: Any) -> Item:
+    """`_item` for a row of `_ITEM_SQL`: positional, without SQLAlchemy's row
+    mapping, for reads of many items (IMAP FETCH 1:*)."""
+    (iid, mbx, fid, uid, cls, blob, prefix, size, date, flags, kw, modseq, summ, key, env) = row
+    return Item(
+        id=iid,
+        mailbox_id=mbx,
+        folder_id=fid,
+        uid=uid,
+        item_class=cls,
+        blob_id=blob,
+        header_prefix=bytes(prefix),
+        size=size,
+        internal_date=date,
+        flags=flags,
+        keywords=() if kw == "[]" else tuple(orjson.loads(kw)),
+        modseq=modseq,
+        summary=orjson.loads(summ),
+        delivery_key=key,
+        imap_envelope=env,
+    )
+
+
+def _bury(cur: sqlite3.Cursor, folder_id: int, uids: Sequence[int]) -> None:
+    """Tombstones for UIDs that left a folder, at the MODSEQ the folder has now."""
+    cur.executemany(
+        "INSERT INTO expunged_item (folder_id, uid, modseq)"
+        " SELECT ?, ?, highest_modseq FROM folder WHERE id = ?",
+        [(folder_id, uid, folder_id) for uid in uids],
     )
 
 
@@ -148,8 +198,8 @@ _BUMP_SQL = (
 )
 _INSERT_ITEM_SQL = (
     "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
-    " size, internal_date, flags, keywords, modseq, summary, delivery_key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 
 # COPY and MOVE (moving to Deleted Items is how most clients delete) on the
@@ -168,12 +218,13 @@ _TRANSFER_LEAVE_SQL = (
 # unique per mailbox.
 _COPY_ITEM_SQL = (
     "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
-    " size, internal_date, flags, keywords, modseq, summary, delivery_key)"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope)"
     " SELECT mailbox_id, ?, ?, item_class, blob_id, header_prefix, size, internal_date,"
-    " flags, keywords, ?, summary, NULL FROM item WHERE id = ?"
+    " flags, keywords, ?, summary, NULL, imap_envelope FROM item WHERE id = ?"
 )
 # A move keeps the row (id, delivery key): a redone delivery still finds it.
 _MOVE_ITEM_SQL = "UPDATE item SET folder_id = ?, uid = ?, modseq = ? WHERE id = ?"
+_STATES_SQL = "SELECT uid, flags, keywords, modseq FROM item WHERE folder_id = ?"
 
 
 class SqliteMailStore:
@@ -308,6 +359,7 @@ class SqliteMailStore:
                         modseq,
                         encoded[id(new.summary)],
                         new.delivery_key,
+                        new.imap_envelope,
                     ),
                 ).fetchone()
                 out.append(
@@ -326,6 +378,7 @@ class SqliteMailStore:
                         modseq=modseq,
                         summary=new.summary,
                         delivery_key=new.delivery_key,
+                        imap_envelope=new.imap_envelope,
                     )
                 )
             return out
@@ -353,6 +406,60 @@ class SqliteMailStore:
                 _require_folder(conn, folder_id)
                 raise ItemNotFound(f"uid {uid} not found in folder {folder_id}")
             return _item(row)
+
+        return await self._db.read(run)
+
+    async def item_states(self, folder_id: int) -> list[ItemState]:
+        def run(conn: Connection) -> list[ItemState]:
+            _require_folder(conn, folder_id)
+            rows = conn.exec_driver_sql(_STATES_SQL + " ORDER BY uid", (folder_id,))
+            return _states(list(rows))
+
+        return await self._db.read(run)
+
+    async def items_by_uid(self, folder_id: int, uids: Sequence[int]) -> list[Item]:
+        def run(conn: Connection) -> list[Item]:
+            _require_folder(conn, folder_id)
+            out: list[Item] = []
+            for chunk in _chunks(uids):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.exec_driver_sql(
+                    f"{_ITEM_SQL} WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
+                    (folder_id, *chunk),
+                )
+                out.extend(_item_from_row(r) for r in rows)
+            return out
+
+        return await self._db.read(run)
+
+    async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
+        def run(conn: Connection) -> list[ItemBrief]:
+            _require_folder(conn, folder_id)
+            out: list[ItemBrief] = []
+            for chunk in _chunks(uids):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.exec_driver_sql(
+                    "SELECT uid, size, internal_date, imap_envelope FROM item"
+                    f" WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
+                    (folder_id, *chunk),
+                )
+                out.extend(ItemBrief(*r) for r in rows)
+            return out
+
+        return await self._db.read(run)
+
+    async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+        def run(conn: Connection) -> FolderChanges:
+            _require_folder(conn, folder_id)
+            rows = conn.exec_driver_sql(
+                _STATES_SQL + " AND modseq > ? ORDER BY uid", (folder_id, modseq)
+            )
+            changed = _states(list(rows))
+            gone = conn.exec_driver_sql(
+                "SELECT uid FROM expunged_item WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                (folder_id, modseq),
+            )
+            return FolderChanges(changed, [uid for (uid,) in gone])
 
         return await self._db.read(run)
 
@@ -433,6 +540,7 @@ class SqliteMailStore:
                         size=folder.c.size - size,
                     )
                 )
+                _bury(driver_cursor(conn), folder_id, gone)
             return sorted(gone)
 
         return await self._db.write(run)
@@ -447,6 +555,13 @@ class SqliteMailStore:
                 ).scalars()
             )
             conn.execute(delete(item).where(item.c.mailbox_id == mailbox_id))
+            conn.execute(
+                delete(expunged_item).where(
+                    expunged_item.c.folder_id.in_(
+                        select(folder.c.id).where(folder.c.mailbox_id == mailbox_id)
+                    )
+                )
+            )
             conn.execute(delete(folder).where(folder.c.mailbox_id == mailbox_id))
             conn.execute(delete(subscription).where(subscription.c.mailbox_id == mailbox_id))
             return _orphans(conn, blob_ids)
@@ -516,6 +631,7 @@ class SqliteMailStore:
                 ).scalars()
             )
             conn.execute(delete(item).where(item.c.folder_id == folder_id))
+            conn.execute(delete(expunged_item).where(expunged_item.c.folder_id == folder_id))
             conn.execute(delete(folder).where(folder.c.id == folder_id))
             return _orphans(conn, blob_ids)
 
@@ -552,6 +668,7 @@ class SqliteMailStore:
                 _TRANSFER_LEAVE_SQL,
                 (len(rows), sum(_unseen(r[2]) for r in rows), sum(r[3] for r in rows), folder_id),
             )
+            _bury(cur, folder_id, [r[1] for r in rows])
             first, modseq = _arrive(cur, dest_folder_id, rows)
             cur.executemany(
                 _MOVE_ITEM_SQL,

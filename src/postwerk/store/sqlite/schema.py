@@ -223,6 +223,7 @@ item = Table(
     Column("modseq", BigInteger, nullable=False),
     Column("summary", Text, nullable=False),  # JSON object: envelope, bodystructure
     Column("delivery_key", String, nullable=True),
+    Column("imap_envelope", LargeBinary, nullable=True),  # ENVELOPE as IMAP sends it
     # Idempotent delivery is one probe of this index, whatever the mailbox size.
     # NULL keys never collide (both SQLite and PostgreSQL treat NULLs as distinct).
     UniqueConstraint("mailbox_id", "delivery_key"),
@@ -241,6 +242,24 @@ subscription = Table(
     Column("mailbox_id", BigInteger, nullable=False),
     Column("name", String, nullable=False),
     PrimaryKeyConstraint("mailbox_id", "name"),
+)
+
+# Expunged UIDs (tombstones), so that a session or a client that knew the folder
+# at some MODSEQ learns what left it since (RFC 7162 QRESYNC's VANISHED) without
+# comparing whole UID lists. UIDs are never reused within a folder.
+expunged_item = Table(
+    "expunged_item",
+    metadata,
+    Column(
+        "folder_id",
+        BigId,
+        ForeignKey("folder.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("folder_id", "uid"),
+    Index(None, "folder_id", "modseq"),
 )
 
 # ---------------------------------------------------------------- transport

@@ -1,0 +1,106 @@
+"""MailStore conformance: item states, items by UID, changes since a MODSEQ
+(RFC 7162's CHANGEDSINCE and QRESYNC tombstones)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from postwerk.core.errors import FolderNotFound
+from postwerk.store.records import Flag, FolderChanges, ItemState
+from tests.conformance.test_mailstore import MBX, inbox, new
+
+
+async def _five(backend: Any) -> int:
+    ms = backend.mailstore
+    await ms.create_default_folders(MBX)
+    await ms.deliver([new(key=f"k{n}", flags=Flag.SEEN if n == 2 else 0) for n in range(1, 6)])
+    return (await inbox(backend)).id
+
+
+async def test_item_states_match_items(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    await ms.set_flags(fid, [3], Flag.FLAGGED, ["$Label1", "Work"])
+    states = await ms.item_states(fid)
+    items = await ms.list_items(fid)
+    assert states == [ItemState(i.uid, i.flags, i.keywords, i.modseq) for i in items]
+    assert [s.uid for s in states] == [1, 2, 3, 4, 5]
+    assert states[2].keywords == ("$Label1", "Work")
+    assert states[1].flags == Flag.SEEN
+    with pytest.raises(FolderNotFound):
+        await ms.item_states(12345)
+
+
+async def test_items_by_uid(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    everything = await ms.list_items(fid)
+    assert await ms.items_by_uid(fid, [4, 2, 99, 2]) == [everything[1], everything[3]]
+    assert await ms.items_by_uid(fid, []) == []
+    assert await ms.items_by_uid(fid, range(1, 2000)) == everything  # more than one chunk
+    with pytest.raises(FolderNotFound):
+        await ms.items_by_uid(12345, [1])
+
+
+async def test_changes_since(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    start = (await inbox(backend)).highest_modseq
+    assert await ms.changes_since(fid, start) == FolderChanges([], [])
+    everything = await ms.changes_since(fid, 0)
+    assert [s.uid for s in everything.changed] == [1, 2, 3, 4, 5]
+    assert everything.expunged == []
+
+    await ms.set_flags(fid, [4], Flag.ANSWERED)
+    after_flags = (await inbox(backend)).highest_modseq
+    changes = await ms.changes_since(fid, start)
+    assert [(s.uid, s.flags, s.modseq) for s in changes.changed] == [
+        (4, Flag.ANSWERED, after_flags)
+    ]
+
+    assert await ms.expunge(fid, [2, 5]) == [2, 5]
+    after_expunge = (await inbox(backend)).highest_modseq
+    assert after_expunge > after_flags
+    changes = await ms.changes_since(fid, start)
+    assert [s.uid for s in changes.changed] == [4]
+    assert changes.expunged == [2, 5]
+    assert (await ms.changes_since(fid, after_flags)).expunged == [2, 5]
+    assert await ms.changes_since(fid, after_expunge) == FolderChanges([], [])
+
+    (added,) = await ms.deliver([new(key="k6")])
+    changes = await ms.changes_since(fid, after_expunge)
+    assert [s.uid for s in changes.changed] == [added.uid] and changes.expunged == []
+    with pytest.raises(FolderNotFound):
+        await ms.changes_since(12345, 0)
+
+
+async def test_moves_leave_tombstones_in_the_source(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    archive = await ms.create_folder(MBX, "Archive")
+    start = (await inbox(backend)).highest_modseq
+    assert await ms.move_items(fid, [1, 3], archive.id) == [(1, 1), (3, 2)]
+    changes = await ms.changes_since(fid, start)
+    assert changes == FolderChanges([], [1, 3])
+    moved = await ms.changes_since(archive.id, 0)
+    assert [s.uid for s in moved.changed] == [1, 2] and moved.expunged == []
+    # Within one folder: the old UIDs vanish, the new ones arrive.
+    assert await ms.move_items(fid, [2], fid) == [(2, 6)]
+    changes = await ms.changes_since(fid, start)
+    assert [s.uid for s in changes.changed] == [6]
+    assert changes.expunged == [1, 2, 3]
+
+
+async def test_deleting_a_folder_drops_its_tombstones(backend: Any) -> None:
+    ms = backend.mailstore
+    await ms.create_default_folders(MBX)
+    made = await ms.create_folder(MBX, "Scratch")
+    await ms.deliver([new("Scratch", key="s1"), new("Scratch", key="s2")])
+    await ms.expunge(made.id, [1])
+    assert (await ms.changes_since(made.id, 0)).expunged == [1]
+    await ms.delete_folder(MBX, "Scratch")
+    again = await ms.create_folder(MBX, "Scratch")
+    assert await ms.changes_since(again.id, 0) == FolderChanges([], [])
+    await ms.delete_mailbox(MBX)
