@@ -63,7 +63,8 @@ class FolderView:
         self.gone: set[int] = set()  # expunged in the store, not yet reported
         self.state: tuple[int, int, int] | None = folder_state(folder)
         self.modseq = folder.highest_modseq  # every change up to here is taken in
-        self.condstore = False  # FETCH updates carry MODSEQ (RFC 7162 §3.2)
+        self.condstore = False  # FETCH updates carry MODSEQ (RFC 7162 §3.1)
+        self.qresync = False  # expunges are reported as VANISHED (RFC 7162 §3.2.10)
         self._pos: dict[int, int] | None = None
 
     # ------------------------------------------------------------ numbering
@@ -148,14 +149,18 @@ class FolderView:
         return items
 
     def flush_expunges(self) -> list[bytes]:
-        """EXPUNGE responses for every message gone from the store, highest first."""
+        """EXPUNGE responses for every message gone from the store, highest first
+        (one VANISHED response instead once QRESYNC is enabled)."""
         if not self.gone:
             return []
-        out = [
-            responses.expunge_line(seq)
-            for seq in range(len(self.uids), 0, -1)
-            if self.uids[seq - 1] in self.gone
-        ]
+        if self.qresync:
+            out = [responses.vanished_line(sorted(self.gone), earlier=False)]
+        else:
+            out = [
+                responses.expunge_line(seq)
+                for seq in range(len(self.uids), 0, -1)
+                if self.uids[seq - 1] in self.gone
+            ]
         self.uids = [u for u in self.uids if u not in self.gone]
         for uid in self.gone:
             self.states.pop(uid, None)

@@ -47,7 +47,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import ClassVar, Final, assert_never
 
@@ -155,7 +155,7 @@ SASL_MECHANISMS: Final = ("PLAIN",)
 PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
 FOLDER_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # FETCH items answered from the session's view, without reading the item.
-STATE_ATTRIBUTES: Final = frozenset({FetchItem.FLAGS, FetchItem.UID})
+STATE_ATTRIBUTES: Final = frozenset({FetchItem.FLAGS, FetchItem.UID, FetchItem.MODSEQ})
 # FETCH items answered from `MailStore.item_briefs` (with the view's state).
 BRIEF_ATTRIBUTES: Final = STATE_ATTRIBUTES | {
     FetchItem.RFC822_SIZE,
@@ -167,8 +167,11 @@ FETCH_CHUNK: Final = 256
 BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
-    "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN",
+    "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
 )  # fmt: skip
+# What ENABLE can turn on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
+ENABLEABLE: Final = ("CONDSTORE", "QRESYNC")
+ESEARCH_RESULTS: Final = frozenset({"MIN", "MAX", "COUNT", "ALL"})  # RFC 4731 §3.1
 SEARCH_CHARSETS: Final = ("UTF-8", "US-ASCII")
 _BARE_LF: Final = re.compile(rb"(?<!\r)\n")
 
@@ -452,6 +455,7 @@ class ImapConnection:
         self.user: Recipient | None = None
         self.folder: Folder | None = None  # the selected folder
         self.view: FolderView | None = None
+        self.enabled: set[str] = set()  # ENABLE'd or implied extensions (CONDSTORE, QRESYNC)
         self.bad_commands = 0
         self.stopping = False
         self._out: list[bytes] = []
@@ -635,8 +639,8 @@ class ImapConnection:
             case Authenticate():
                 self.send(await self._on_authenticate(command))
                 return not self.stopping
-            case Enable():
-                self.send(r.enabled_line(()))  # nothing enabled in this slice
+            case Enable(capabilities=wanted):
+                self._on_enable(wanted)
             case Namespace():
                 self.send(r.namespace_line([("", SEPARATOR)], None, None))
             case Select() | Examine():
@@ -693,6 +697,27 @@ class ImapConnection:
             await self._sync(expunge_ok)
         self.send(r.tagged(tag, "OK", f"{type(command).__name__.upper()} completed"))
         return not self.channel.closed
+
+    def _on_enable(self, wanted: Sequence[str]) -> None:
+        """RFC 5161: ENABLED lists what this command turned on, nothing else."""
+        newly = []
+        for cap in wanted:
+            if cap in ENABLEABLE and cap not in self.enabled:
+                newly.append(cap)
+                self.enabled.add(cap)
+        if "QRESYNC" in self.enabled:
+            self.enabled.add("CONDSTORE")
+        if self.view is not None:
+            self.view.condstore = "CONDSTORE" in self.enabled
+            self.view.qresync = "QRESYNC" in self.enabled
+        self.send(r.enabled_line(newly))
+
+    def _enable_condstore(self) -> None:
+        """RFC 7162 §3.1: a CONDSTORE-enabling command turns it on for the session
+        (FETCH responses carry MODSEQ from then on)."""
+        self.enabled.add("CONDSTORE")
+        if self.view is not None:
+            self.view.condstore = True
 
     def _capabilities(self) -> list[str]:
         if self.user is not None:
@@ -841,13 +866,18 @@ class ImapConnection:
             self.send(r.untagged_status("OK", "Previous mailbox closed", r.code("CLOSED")))
         self.view = None  # a failed SELECT leaves the client unselected (RFC 9051 §6.3.2)
         self.folder = None
-        if command.condstore or command.qresync is not None:
-            raise _Refused("BAD", "CONDSTORE/QRESYNC not supported yet", r.code("CANNOT"))
+        qresync = command.qresync
+        if qresync is not None and "QRESYNC" not in self.enabled:
+            raise _Refused("BAD", "QRESYNC is not enabled")  # RFC 7162 §3.2.5
+        if command.condstore:
+            self.enabled.add("CONDSTORE")
         folder = await self._mail_folder(command.mailbox)
         # The folder row first, then the states: a change between the two reads is
         # taken in again at the next sync rather than missed.
         states = await self.ctx.mail.item_states(folder.id)
         view = FolderView(folder, states, read_only=read_only)
+        view.condstore = "CONDSTORE" in self.enabled
+        view.qresync = "QRESYNC" in self.enabled
         self.send(r.flags_line(FOLDER_FLAGS))
         self.send(r.exists_line(view.exists))
         self.send(r.recent_line(0))
@@ -859,11 +889,37 @@ class ImapConnection:
         self.send(r.untagged_status("OK", "Predicted next UID", r.code("UIDNEXT", uidnext)))
         permanent = () if read_only else PERMANENT_FLAGS
         self.send(r.untagged_status("OK", "Flags permitted", r.code("PERMANENTFLAGS", permanent)))
+        # RFC 7162 §3.1.2.1: every SELECT/EXAMINE of a mailbox with persistent MODSEQs.
+        highest = r.code("HIGHESTMODSEQ", folder.highest_modseq)
+        self.send(r.untagged_status("OK", "Highest", highest))
+        if qresync is not None and qresync.uidvalidity == folder.uidvalidity:
+            await self._resync(view, qresync.modseq, qresync.known_uids)
         self.view = view
         self.folder = folder
         mode = "READ-ONLY" if read_only else "READ-WRITE"
         verb = "EXAMINE" if read_only else "SELECT"
         self.send(r.tagged(tag, "OK", f"{verb} completed", r.code(mode)))
+
+    async def _resync(
+        self, view: FolderView, modseq: int, known: SequenceSet | None, *, fetch: bool = True
+    ) -> None:
+        """RFC 7162 §3.2.5.1 / §3.2.6: VANISHED (EARLIER) for UIDs expunged since
+        `modseq` (limited to `known`), then FETCH for items changed since. Our
+        tombstones are exact, so the sequence-match hint is not needed."""
+        changes = await self.ctx.mail.changes_since(view.folder_id, modseq)
+        gone = changes.expunged
+        if known is not None:
+            gone = [u for u in gone if known.contains(u, view.largest_uid)]
+        self.send(r.vanished_line(gone, earlier=True))
+        if not fetch:
+            return
+        for state in changes.changed:
+            seq = view.seq_of(state.uid)
+            if seq is None:
+                continue  # arrived after the view was read: the next sync reports it
+            if known is not None and not known.contains(state.uid, view.largest_uid):
+                continue
+            self.send(r.fetch_response(seq, view.flag_items(view.states[state.uid], uid=True)))
 
     async def _on_create(self, command: Create) -> None:
         name = self._stored_name(command.mailbox.removesuffix(SEPARATOR))
@@ -1115,27 +1171,49 @@ class ImapConnection:
         if view.read_only:
             raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
         if command.unchanged_since is not None:
-            raise _Refused("BAD", "CONDSTORE not supported yet", r.code("CANNOT"))
+            self._enable_condstore()
         await self._sync(expunge_ok=False)  # compute from current flags
         targets = [u for u in self._targets(command.sequence_set, command.uid) if view.live(u)]
         bits, keywords = _flags_from_names(command.flags)
+        # RFC 7162 §3.1.3: messages changed after UNCHANGEDSINCE are left alone and
+        # named in [MODIFIED]. Checked against the view just synced, not inside the
+        # store's write: a change racing this command by milliseconds can slip by.
+        modified: list[int] = []
+        if command.unchanged_since is not None:
+            limit = command.unchanged_since
+            modified = [u for u in targets if view.states[u].modseq > limit]
+            if modified:
+                skip = set(modified)
+                targets = [u for u in targets if u not in skip]
         groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for uid in targets:
             item = view.states[uid]
             new_flags, new_keywords = _apply(command.mode, item, bits, keywords)
             if (new_flags, new_keywords) != (item.flags, item.keywords):
                 groups.setdefault((new_flags, new_keywords), []).append(uid)
+        changed: set[int] = set()
         for (new_flags, new_keywords), uids in groups.items():
-            changed = await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
-            view.update_states(i.state for i in changed)
+            found = await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
+            view.update_states(i.state for i in found)
+            changed.update(uids)
         if groups:
             self._changed()
-        if command.silent:
-            return
         for uid in targets:
+            if command.silent and not (view.condstore and uid in changed):
+                continue
             seq = view.seq_of(uid)
             assert seq is not None
-            self.send(r.fetch_response(seq, view.flag_items(view.states[uid], uid=command.uid)))
+            state = view.states[uid]
+            if command.silent:
+                # RFC 7162 §3.1.3: the new MODSEQ is sent even for .SILENT.
+                items = [("UID", b"%d" % uid)] if command.uid else []
+                items.append(("MODSEQ", b"(%d)" % state.modseq))
+            else:
+                items = view.flag_items(state, uid=command.uid)
+            self.send(r.fetch_response(seq, items))
+        if modified:
+            numbers = modified if command.uid else [view.seq_of(u) or 0 for u in modified]
+            raise _Done(r.code("MODIFIED", r.format_uid_set(numbers)))
 
     async def _on_copy(self, command: Copy) -> None:
         view = self.view
@@ -1190,20 +1268,27 @@ class ImapConnection:
     async def _on_fetch(self, command: Fetch) -> None:
         view = self.view
         assert view is not None
-        if command.changed_since is not None or command.vanished:
-            raise _Refused("BAD", "CONDSTORE not supported yet", r.code("CANNOT"))
+        if command.vanished and "QRESYNC" not in self.enabled:
+            raise _Refused("BAD", "QRESYNC is not enabled")  # RFC 7162 §3.2.6
         for attr in command.attributes:
-            if isinstance(attr, BinarySection | BinarySize) or attr in (
-                FetchItem.MODSEQ,
-                FetchItem.SAVEDATE,
-            ):
+            if isinstance(attr, BinarySection | BinarySize) or attr is FetchItem.SAVEDATE:
                 raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
             if isinstance(attr, BodySection) and not all(
                 r.atom_ok(f) or f.isascii() for f in attr.section.fields
             ):
                 raise _Refused("BAD", "Invalid header field name")
+        if command.changed_since is not None or FetchItem.MODSEQ in command.attributes:
+            self._enable_condstore()
         await self._sync(expunge_ok=False)  # current flags for the answer
         targets = self._targets(command.sequence_set, command.uid)
+        since = command.changed_since
+        if since is not None:
+            # RFC 7162 §3.1.4.1: only messages changed since, each with its MODSEQ.
+            targets = [u for u in targets if view.states[u].modseq > since]
+            if FetchItem.MODSEQ not in command.attributes:
+                command = replace(command, attributes=(*command.attributes, FetchItem.MODSEQ))
+            if command.vanished:
+                await self._resync(view, since, command.sequence_set, fetch=False)
         sets_seen = not view.read_only and any(_sets_seen(a) for a in command.attributes)
         # FLAGS, UID (and MODSEQ) come from the session's view; anything else needs
         # the items, read a chunk at a time so that a FETCH 1:* on a large folder
@@ -1246,11 +1331,12 @@ class ImapConnection:
                     )
                     view.update_states(i.state for i in changed)
                     self._changed()
-                    flags = ("FLAGS", r.flags_list(flag_names(view.states[uid])))
-                    if FetchItem.FLAGS not in command.attributes:
-                        out.append(flags)
-                    else:
-                        out = [flags if name == "FLAGS" else (name, value) for name, value in out]
+                    now = view.states[uid]
+                    fresh = {"FLAGS": r.flags_list(flag_names(now))}
+                    if view.condstore:
+                        fresh["MODSEQ"] = b"(%d)" % now.modseq
+                    out = [(name, fresh.pop(name, value)) for name, value in out]
+                    out.extend(fresh.items())
                 self.send(r.fetch_response(seq, out))
             if len(targets) > FETCH_CHUNK:
                 self._flush()
@@ -1269,6 +1355,8 @@ class ImapConnection:
                 out.append(("FLAGS", r.flags_list(flag_names(view.states[brief.uid]))))
             elif attr is FetchItem.UID:
                 out.append(("UID", b"%d" % brief.uid))
+            elif attr is FetchItem.MODSEQ:
+                out.append(("MODSEQ", b"(%d)" % view.states[brief.uid].modseq))
             elif attr is FetchItem.RFC822_SIZE:
                 out.append(("RFC822.SIZE", b"%d" % brief.size))
             elif attr is FetchItem.INTERNALDATE:
@@ -1295,6 +1383,8 @@ class ImapConnection:
                     out.append(("FLAGS", r.flags_list(flag_names(state))))
                 elif attr is FetchItem.UID:
                     out.append(("UID", b"%d" % uid))
+                elif attr is FetchItem.MODSEQ:
+                    out.append(("MODSEQ", b"(%d)" % state.modseq))
             return out
         full_item = item
         message: bytes | None = None
@@ -1332,6 +1422,8 @@ class ImapConnection:
                 return ("FLAGS", r.flags_list(flag_names(state)))
             case FetchItem.UID:
                 return ("UID", b"%d" % item.uid)
+            case FetchItem.MODSEQ:
+                return ("MODSEQ", b"(%d)" % state.modseq)
             case FetchItem.INTERNALDATE:
                 return (
                     "INTERNALDATE",
@@ -1366,7 +1458,7 @@ class ImapConnection:
                     name += f"<{origin}>"
                 return (name, r.literal(_no_nul(value)))
             case _:
-                # MODSEQ, SAVEDATE and BINARY were refused before any output.
+                # SAVEDATE and BINARY were refused before any output.
                 raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
 
     # ------------------------------------------------------------ SEARCH
@@ -1376,18 +1468,25 @@ class ImapConnection:
         assert view is not None
         if command.charset is not None and command.charset not in SEARCH_CHARSETS:
             raise _Refused("NO", "Unsupported charset", r.code("BADCHARSET", SEARCH_CHARSETS))
-        if command.return_options is not None:
-            raise _Refused("BAD", "ESEARCH not supported yet", r.code("CANNOT"))
+        wanted = command.return_options
+        if wanted is not None:
+            unknown = [o for o in wanted if o not in ESEARCH_RESULTS]
+            if unknown:
+                raise _Refused("BAD", f"Unknown RETURN option {unknown[0]}")
+            wanted = wanted or ("ALL",)  # RFC 4731 §3.1: RETURN () means ALL
+        by_modseq = _uses_modseq(command.criteria)
+        if by_modseq:
+            self._enable_condstore()
         await self._sync(expunge_ok=False)
         cache: dict[int, bytes] = {}
-        found = []
+        matched: list[int] = []  # UIDs, ascending
         live = [uid for uid in view.uids if view.live(uid)]
         if not _needs_item(command.criteria):
             for uid in live:
                 seq = view.seq_of(uid)
                 assert seq is not None
                 if await self._matches(command.criteria, view.states[uid], seq, cache):
-                    found.append(uid if command.uid else seq)
+                    matched.append(uid)
         else:
             for start in range(0, len(live), FETCH_CHUNK):
                 chunk = live[start : start + FETCH_CHUNK]
@@ -1395,8 +1494,25 @@ class ImapConnection:
                     seq = view.seq_of(item.uid)
                     assert seq is not None
                     if await self._matches(command.criteria, item, seq, cache):
-                        found.append(item.uid if command.uid else seq)
-        self.send(r.search_line(found))
+                        matched.append(item.uid)
+        found = matched if command.uid else [view.seq_of(u) or 0 for u in matched]
+        # RFC 7162 §3.1.5: a search by MODSEQ reports the highest MODSEQ it found.
+        highest = max((view.states[u].modseq for u in matched), default=None) if by_modseq else None
+        if wanted is None:
+            self.send(r.search_line(found, highest))
+            return
+        results: dict[str, int | Sequence[int] | None] = {}
+        if "MIN" in wanted:
+            results["MIN"] = found[0] if found else None
+        if "MAX" in wanted:
+            results["MAX"] = found[-1] if found else None
+        if "ALL" in wanted:
+            results["ALL"] = found
+        if "COUNT" in wanted:
+            results["COUNT"] = len(found)
+        if highest is not None:
+            results["MODSEQ"] = highest
+        self.send(r.esearch_line(command.tag, command.uid, results))
 
     async def _matches(
         self, key: SearchKey, item: Item | ItemState, seq: int, cache: dict[int, bytes]
@@ -1605,6 +1721,20 @@ def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         elif name.lower() not in (k.lower() for k in keywords):
             keywords.append(name)
     return bits, tuple(keywords)
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    match key:
+        case SearchModSeq():
+            return True
+        case SearchAnd(keys=keys):
+            return any(_uses_modseq(k) for k in keys)
+        case SearchOr(left=left, right=right):
+            return _uses_modseq(left) or _uses_modseq(right)
+        case SearchNot(key=sub):
+            return _uses_modseq(sub)
+        case _:
+            return False
 
 
 def _needs_item(key: SearchKey) -> bool:
