@@ -168,6 +168,7 @@ BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", 
 AUTHENTICATED_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
     "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
+    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE",
 )  # fmt: skip
 # What ENABLE can turn on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
 ENABLEABLE: Final = ("CONDSTORE", "QRESYNC")
@@ -991,31 +992,68 @@ class ImapConnection:
         return _pattern_regex(pat)
 
     async def _on_list(self, command: List) -> None:
-        special_only = False
-        for option in command.selection:
-            if option != "SPECIAL-USE":
-                raise _Refused("BAD", "LIST selection option not supported", r.code("CANNOT"))
-            special_only = True
-        if any(o not in ("SPECIAL-USE", "CHILDREN") for o in command.return_options):
-            raise _Refused("BAD", "LIST return option not supported", r.code("CANNOT"))
-        if command.patterns == ("",):
+        """LIST with RFC 5258 LIST-EXTENDED, RFC 6154 SPECIAL-USE and RFC 5819
+        LIST-STATUS (a STATUS response after each selectable mailbox listed)."""
+        selection = set(command.selection) - {"REMOTE"}  # no remote mailboxes here
+        unknown = selection - {"SUBSCRIBED", "RECURSIVEMATCH", "SPECIAL-USE"}
+        if unknown:
+            raise _Refused("BAD", f"Unknown LIST selection option {sorted(unknown)[0]}")
+        if selection == {"RECURSIVEMATCH"}:
+            raise _Refused("BAD", "RECURSIVEMATCH needs another selection option")  # §3
+        returns = set(command.return_options)
+        unknown = returns - {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"}
+        if unknown:
+            raise _Refused("BAD", f"Unknown LIST return option {sorted(unknown)[0]}")
+        if command.patterns == ("",) and not selection:
             # RFC 9051 §6.3.9: the delimiter and root of the reference's hierarchy.
             self.send(r.list_line(["\\Noselect"], SEPARATOR, ""))
             return
-        folders = [f for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail]
-        names = {f.name for f in folders}
+        folders = {
+            f.name: f for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail
+        }
+        subscribed: set[str] = set()
+        if "SUBSCRIBED" in selection or "SUBSCRIBED" in returns:
+            subscribed = set(await self.ctx.mail.list_subscriptions(self.mailbox_id))
         regexes = [self._pattern(command.reference, p) for p in command.patterns]
-        for folder in sorted(folders, key=lambda f: (f.name != "Inbox", f.name)):
-            shown = imap_name(folder.name)
-            if not any(rx.fullmatch(shown) for rx in regexes):
+
+        def matches(name: str) -> bool:
+            shown = imap_name(name)
+            return any(rx.fullmatch(shown) for rx in regexes)
+
+        names = set(folders)
+        if "SUBSCRIBED" in selection:
+            names = subscribed  # subscribed names may name no mailbox (\NonExistent)
+        listed = sorted((n for n in names if matches(n)), key=lambda n: (n != "Inbox", n))
+        childinfo: set[str] = set()
+        if "RECURSIVEMATCH" in selection and "SUBSCRIBED" in selection:
+            # A parent that matches, is not itself subscribed, but has subscribed
+            # inferiors is listed with CHILDINFO ("SUBSCRIBED") (RFC 5258 §3.5).
+            for name in subscribed:
+                parts = name.split(SEPARATOR)
+                for depth in range(1, len(parts)):
+                    parent = SEPARATOR.join(parts[:depth])
+                    if parent not in subscribed and matches(parent):
+                        childinfo.add(parent)
+            listed = sorted(set(listed) | childinfo, key=lambda n: (n != "Inbox", n))
+        for name in listed:
+            folder = folders.get(name)
+            if "SPECIAL-USE" in selection and (folder is None or folder.special_use is None):
                 continue
-            if special_only and folder.special_use is None:
-                continue
-            children = any(n.startswith(folder.name + SEPARATOR) for n in names)
-            attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
-            if folder.special_use is not None:
-                attrs.append(folder.special_use)  # RFC 6154 §2
-            self.send(r.list_line(attrs, SEPARATOR, shown))
+            attrs: list[str] = []
+            if folder is None:
+                attrs.append("\\NonExistent")  # RFC 5258 §3: implies \Noselect
+            else:
+                children = any(n.startswith(name + SEPARATOR) for n in folders)
+                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+                if folder.special_use is not None:
+                    attrs.append(folder.special_use)  # RFC 6154 §2
+            if name in subscribed and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
+                attrs.append("\\Subscribed")
+            extended = {"CHILDINFO": ["SUBSCRIBED"]} if name in childinfo else None
+            self.send(r.list_line(attrs, SEPARATOR, imap_name(name), extended=extended))
+            if "STATUS" in returns and folder is not None:
+                values = await self._status_values(folder, command.status_items)
+                self.send(r.status_line(imap_name(name), values))
 
     async def _on_lsub(self, command: Lsub) -> None:
         if command.pattern == "":
@@ -1031,9 +1069,14 @@ class ImapConnection:
 
     async def _on_status(self, command: Status) -> None:
         folder = await self._mail_folder(command.mailbox)
+        values = await self._status_values(folder, command.items)
+        self.send(r.status_line(imap_name(folder.name), values))
+
+    async def _status_values(self, folder: Folder, wanted: Sequence[str]) -> dict[str, int]:
+        """STATUS items from the folder's counters (RFC 9051 §6.3.11, RFC 8438 SIZE)."""
         values: dict[str, int] = {}
         deleted: int | None = None
-        for item in command.items:
+        for item in wanted:
             match item:
                 case "MESSAGES":
                     values[item] = folder.messages
@@ -1056,7 +1099,7 @@ class ImapConnection:
                         states = await self.ctx.mail.item_states(folder.id)
                         deleted = sum(1 for i in states if i.flags & Flag.DELETED)
                     values[item] = deleted
-        self.send(r.status_line(imap_name(folder.name), values))
+        return values
 
     async def _on_append(self, command: Append) -> None:
         folder = await self._mail_folder(command.mailbox, missing="TRYCREATE")
