@@ -106,9 +106,7 @@ def test_fetch_modseq_and_changedsince(two: tuple[Raw, Raw]) -> None:
     highest = code_value(lines, "HIGHESTMODSEQ")
     every = modseqs(a.ok("UID FETCH 1:* (MODSEQ)"))
     assert sorted(every) == [1, 2, 3] and max(every.values()) == highest
-    assert a.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})") == [
-        f"t{a.n} OK FETCH completed"
-    ]
+    assert a.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})") == [f"t{a.n} OK FETCH completed"]
     b.ok("SELECT INBOX")
     b.ok("UID STORE 2 +FLAGS.SILENT (\\Flagged)")
     # The other session's change arrives as an unsolicited FETCH with MODSEQ...
