@@ -227,6 +227,12 @@ def test_line_of_exactly_max_line_is_accepted() -> None:
     assert feed([b"a" + line], max_line=100) == [CommandRejected("aa", "Command line too long")]
 
 
+def test_over_long_line_of_one_token_echoes_no_tag() -> None:
+    # A "tag" whose end was never seen is not echoed back (it could be 64 KiB).
+    line = b"x" * 300 + b" NOOP\r\n"
+    assert feed([line], max_line=100) == [CommandRejected(None, "Command line too long")]
+
+
 def test_over_long_line_ending_in_nonsync_literal_skips_the_literal() -> None:
     wire = b"a APPEND INBOX " + b"x" * 200 + b" {9+}\r\nb NOOP\r\n\r\nc NOOP\r\n"
     for chunks in ([wire], bytewise(wire)):

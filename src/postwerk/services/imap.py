@@ -168,7 +168,7 @@ BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", 
 AUTHENTICATED_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
     "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
-    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE",
+    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "COMPRESS=DEFLATE",
 )  # fmt: skip
 # What ENABLE can turn on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
 ENABLEABLE: Final = ("CONDSTORE", "QRESYNC")
@@ -665,7 +665,9 @@ class ImapConnection:
                 await self._on_append(command)
             case Idle():
                 return await self._on_idle(tag)
-            case GetQuota() | GetQuotaRoot() | SetQuota() | Compress():
+            case Compress(mechanism=mechanism):
+                return self._on_compress(tag, mechanism)
+            case GetQuota() | GetQuotaRoot() | SetQuota():
                 raise _Refused("BAD", "not supported yet", r.code("CANNOT"))
             case Close():
                 await self._on_close(expunge=True)
@@ -712,6 +714,21 @@ class ImapConnection:
             self.view.condstore = "CONDSTORE" in self.enabled
             self.view.qresync = "QRESYNC" in self.enabled
         self.send(r.enabled_line(newly))
+
+    def _on_compress(self, tag: str, mechanism: str) -> bool:
+        """RFC 4978: answer OK uncompressed, then compress both ways from the next octet."""
+        if mechanism != "DEFLATE":
+            raise _Refused("BAD", "Unknown compression mechanism")
+        if self.channel.compressing:
+            raise _Refused("NO", "Compression is already on", r.code("COMPRESSIONACTIVE"))
+        self.send(r.tagged(tag, "OK", "DEFLATE active"))
+        self._flush()
+        # The client compresses only after it has read the OK: anything it sent
+        # before is not part of the compressed stream.
+        self.framer.discard_buffered()
+        self.channel.start_deflate()
+        self.log.info("compression_started", mechanism="DEFLATE")
+        return True
 
     def _enable_condstore(self) -> None:
         """RFC 7162 §3.1: a CONDSTORE-enabling command turns it on for the session

@@ -224,6 +224,8 @@ class CommandFramer:
                 return NeedData()
             self._scanned = 0
             tag = self._tag if self._pieces else parse_tag(bytes(buf[:room]))
+            if tag is not None and len(tag) >= room:
+                tag = None  # no end of it seen: an overlong token, not a tag to echo
             self._start_skip(_Mode.SKIP_LINE, CommandRejected(tag, "Command line too long"))
             return None
         line = bytes(buf[: nl - 1 if nl > 0 and buf[nl - 1] == 0x0D else nl])
