@@ -614,7 +614,7 @@ class ImapConnection:
             )
         if self.view is not None:
             await self._sync(expunge_ok)
-        self.send(r.tagged(tag, "OK", f"{type(command).__name__.upper()} completed", ok_code))
+        self.send(r.tagged(tag, "OK", _completed(command), ok_code))
         return not self.channel.closed
 
     async def _dispatch(self, command: Command) -> bool:
@@ -698,7 +698,7 @@ class ImapConnection:
                 assert_never(command)
         if self.view is not None:
             await self._sync(expunge_ok)
-        self.send(r.tagged(tag, "OK", f"{type(command).__name__.upper()} completed"))
+        self.send(r.tagged(tag, "OK", _completed(command)))
         return not self.channel.closed
 
     def _on_enable(self, wanted: Sequence[str]) -> None:
@@ -941,7 +941,7 @@ class ImapConnection:
 
     async def _on_create(self, command: Create) -> None:
         name = self._stored_name(command.mailbox.removesuffix(SEPARATOR))
-        problem = valid_mailbox_name(name)
+        problem = _new_name_problem(name)
         if problem is not None:
             raise _Refused("NO", problem, r.code("CANNOT"))
         try:
@@ -970,9 +970,12 @@ class ImapConnection:
     async def _on_rename(self, command: Rename) -> None:
         old = self._stored_name(command.mailbox)
         new = self._stored_name(command.new_name)
-        problem = valid_mailbox_name(new)
+        problem = _new_name_problem(new)
         if problem is not None:
             raise _Refused("NO", problem, r.code("CANNOT"))
+        if old == "Inbox" and new.split(SEPARATOR)[0].upper() != "INBOX":
+            await self._rename_inbox(new)
+            return
         try:
             renamed = await self.ctx.mail.rename_folder(self.mailbox_id, old, new)
         except FolderNotFound:
@@ -985,6 +988,22 @@ class ImapConnection:
             raise _Refused("NO", str(exc), r.code("CANNOT")) from None
         if self.folder is not None and self.folder.id == renamed.id:
             self.folder = renamed
+
+    async def _rename_inbox(self, new: str) -> None:
+        """RFC 9051 §6.3.6: renaming INBOX moves its messages to a new mailbox and
+        leaves INBOX, empty, where it is."""
+        try:
+            target = await self.ctx.mail.create_folder(self.mailbox_id, new)
+        except AlreadyExists:
+            raise _Refused("NO", "Mailbox already exists", r.code("ALREADYEXISTS")) from None
+        except InvalidName as exc:
+            raise _Refused("NO", str(exc), r.code("CANNOT")) from None
+        inbox = await self.ctx.mail.get_folder(self.mailbox_id, "Inbox")
+        uids = [s.uid for s in await self.ctx.mail.item_states(inbox.id)]
+        for start in range(0, len(uids), 1000):  # bounded transactions
+            await self.ctx.mail.move_items(inbox.id, uids[start : start + 1000], target.id)
+        if uids:
+            self._changed()
 
     async def _on_subscribe(self, command: Subscribe | Unsubscribe) -> None:
         name = self._stored_name(command.mailbox)
@@ -1781,6 +1800,22 @@ def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         elif name.lower() not in (k.lower() for k in keywords):
             keywords.append(name)
     return bits, tuple(keywords)
+
+
+def _new_name_problem(name: str) -> str | None:
+    """Why a name cannot be created here (None: it can)."""
+    if name.startswith("#"):
+        # RFC 9051 §5.1.2: "#" starts a namespace prefix, and we offer none but "".
+        return "Names starting with # are reserved for namespaces"
+    return valid_mailbox_name(name)
+
+
+def _completed(command: Command) -> str:
+    """The tagged OK's text: "UID FETCH completed", "STORE completed", ..."""
+    name = type(command).__name__.upper()
+    if name == "UIDEXPUNGE":
+        return "UID EXPUNGE completed"
+    return f"UID {name} completed" if getattr(command, "uid", False) else f"{name} completed"
 
 
 def _uses_modseq(key: SearchKey) -> bool:
