@@ -52,6 +52,7 @@ from datetime import UTC, date, datetime
 from typing import ClassVar, Final, assert_never
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from postwerk.core.errors import (
     AlreadyExists,
@@ -546,6 +547,12 @@ class ImapConnection:
                             return
                     except _Refused as refused:
                         self.send(r.tagged(command.tag, refused.status, refused.text, refused.code))
+                    except (OSError, SQLAlchemyError) as exc:
+                        # A store or file failure fails this command, not the session
+                        # (POP3's -ERR [SYS/TEMP]); the client may retry.
+                        self.log.exception("command_failed", command=type(command).__name__)
+                        text = f"Internal error ({type(exc).__name__}), try again later"
+                        self.send(r.tagged(command.tag, "NO", text, r.code("SERVERBUG")))
                 case _:
                     assert_never(event)
 
