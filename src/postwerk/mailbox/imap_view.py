@@ -29,11 +29,13 @@ Standards: RFC 9051 §2.3.1 (UIDs, sequence numbers), §7.4.1 (EXISTS),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
+from postwerk.mailbox.folder_snapshots import FolderSnapshot
 from postwerk.protocols.imap import responses
 from postwerk.store.records import Flag, Folder, FolderChanges, ItemState
 
+_UNKNOWN = -1  # FolderView._first_unseen before it is computed
 SYSTEM_FLAG_BITS: dict[str, int] = {name.upper(): bit for bit, name in Flag.NAMES.items()}
 
 
@@ -58,14 +60,42 @@ class FolderView:
         self.folder_id = folder.id
         self.read_only = read_only
         ordered = sorted(states, key=lambda i: i.uid)
-        self.uids: list[int] = [i.uid for i in ordered]
-        self.states: dict[int, ItemState] = {i.uid: i for i in ordered}
+        # Shared with a published snapshot until this view's first change (then
+        # copied: `_own`), so an unchanged folder costs sessions no copy at all.
+        self.uids: Sequence[int] = [i.uid for i in ordered]
+        self.states: Mapping[int, ItemState] = {i.uid: i for i in ordered}
+        self._shared = False
+        self._first_unseen: int | None = _UNKNOWN
         self.gone: set[int] = set()  # expunged in the store, not yet reported
         self.state: tuple[int, int, int] | None = folder_state(folder)
         self.modseq = folder.highest_modseq  # every change up to here is taken in
         self.condstore = False  # FETCH updates carry MODSEQ (RFC 7162 §3.1)
         self.qresync = False  # expunges are reported as VANISHED (RFC 7162 §3.2.10)
-        self._pos: dict[int, int] | None = None
+        self._pos: Mapping[int, int] | None = None
+
+    @classmethod
+    def from_snapshot(
+        cls, folder: Folder, snapshot: FolderSnapshot, *, read_only: bool
+    ) -> FolderView:
+        """A view sharing `snapshot`'s lists (read after `folder`, as `__init__`'s)."""
+        view = cls(folder, (), read_only=read_only)
+        view.uids = snapshot.uids
+        view.states = snapshot.states
+        view._shared = True
+        view._first_unseen = snapshot.first_unseen
+        view._pos = snapshot.positions  # replaced, never changed in place
+        view.modseq = max(view.modseq, snapshot.modseq)
+        return view
+
+    def _own(self) -> tuple[list[int], dict[int, ItemState]]:
+        """The view's own, mutable lists (copied from the snapshot the first time)."""
+        if self._shared:
+            self.uids = list(self.uids)
+            self.states = dict(self.states)
+            self._shared = False
+        self._first_unseen = _UNKNOWN
+        assert isinstance(self.uids, list) and isinstance(self.states, dict)
+        return self.uids, self.states
 
     # ------------------------------------------------------------ numbering
 
@@ -86,6 +116,8 @@ class FolderView:
         return uid in self.states and uid not in self.gone
 
     def first_unseen(self) -> int | None:
+        if self._first_unseen != _UNKNOWN:
+            return self._first_unseen
         return next(
             (n for n, uid in enumerate(self.uids, 1) if not self.states[uid].flags & Flag.SEEN),
             None,
@@ -97,7 +129,7 @@ class FolderView:
         """Items this session changed itself (STORE): known, so not reported again."""
         for state in states:
             if state.uid in self.states:
-                self.states[state.uid] = state
+                self._own()[1][state.uid] = state
 
     def apply(self, changes: FolderChanges, folder: Folder | None) -> list[bytes]:
         """Take in the store's changes (read after `folder`); return FETCH FLAGS and
@@ -126,11 +158,13 @@ class FolderView:
                 seq = self.seq_of(new.uid)
                 assert seq is not None
                 out.append(responses.fetch_response(seq, self.flag_items(new, uid=True)))
-            self.states[new.uid] = new
+            if new != old:
+                self._own()[1][new.uid] = new
         if added:
+            uids, states = self._own()
             for new in added:  # ascending: changes come in UID order
-                self.uids.append(new.uid)
-                self.states[new.uid] = new
+                uids.append(new.uid)
+                states[new.uid] = new
             self._pos = None
             out.append(responses.exists_line(len(self.uids)))
         self.state = folder_state(folder)
@@ -161,9 +195,10 @@ class FolderView:
                 for seq in range(len(self.uids), 0, -1)
                 if self.uids[seq - 1] in self.gone
             ]
+        _, states = self._own()
         self.uids = [u for u in self.uids if u not in self.gone]
         for uid in self.gone:
-            self.states.pop(uid, None)
+            states.pop(uid, None)
         self.gone.clear()
         self._pos = None
         return out

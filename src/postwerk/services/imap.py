@@ -66,6 +66,7 @@ from postwerk.core.errors import (
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
+from postwerk.mailbox.folder_snapshots import FolderSnapshots
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names, folder_state
 from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
 from postwerk.mime.summary import BodyPart, MessageSummary, decode_words, summarize
@@ -244,6 +245,11 @@ class ImapContext:
     )
     by_ip: dict[str, int] = field(default_factory=dict)
     by_user: dict[int, int] = field(default_factory=dict)
+    snapshots: FolderSnapshots | None = None  # built from `mail` when not given
+
+    def __post_init__(self) -> None:
+        if self.snapshots is None:
+            self.snapshots = FolderSnapshots(self.mail)
 
     @property
     def connections(self) -> int:
@@ -898,9 +904,11 @@ class ImapConnection:
             self.enabled.add("CONDSTORE")
         folder = await self._mail_folder(command.mailbox)
         # The folder row first, then the states: a change between the two reads is
-        # taken in again at the next sync rather than missed.
-        states = await self.ctx.mail.item_states(folder.id)
-        view = FolderView(folder, states, read_only=read_only)
+        # taken in again at the next sync rather than missed. An unchanged folder's
+        # states come from the process's snapshot without a store read.
+        assert self.ctx.snapshots is not None
+        snapshot = await self.ctx.snapshots.get(folder)
+        view = FolderView.from_snapshot(folder, snapshot, read_only=read_only)
         view.condstore = "CONDSTORE" in self.enabled
         view.qresync = "QRESYNC" in self.enabled
         self.send(r.flags_line(FOLDER_FLAGS))
@@ -1773,7 +1781,7 @@ class _Done(Exception):
         self.code = code
 
 
-def _bisect(uids: list[int], lo: int) -> int:
+def _bisect(uids: Sequence[int], lo: int) -> int:
     return bisect.bisect_left(uids, lo)
 
 
