@@ -8,10 +8,12 @@ are hashed with argon2id) and provisions a new mailbox's folders.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from postwerk.core.addresses import Address, normalize_domain, parse_address
 from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
+from postwerk.directory.credential_cache import CredentialCache
 from postwerk.directory.passwords import PasswordHasher
 from postwerk.store.api import DirectoryStore, MailStore
 from postwerk.store.records import AcceptedDomain, DomainType, Recipient, RecipientKind
@@ -22,6 +24,10 @@ class Directory:
     store: DirectoryStore
     mail: MailStore
     hasher: PasswordHasher
+    # Verified (hash, password) pairs: argon2id off the repeat-login path. None: off.
+    credentials: CredentialCache | None = field(
+        default_factory=lambda: CredentialCache(time.monotonic)
+    )
     _dummy_hash: str = field(default="", init=False, repr=False)
 
     # ------------------------------------------------------------ domains
@@ -155,6 +161,11 @@ class Directory:
                 self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
             await self.hasher.verify(self._dummy_hash, password)
             return None
+        cache = self.credentials
+        if cache is not None and cache.known(recipient.password_hash, password):
+            return recipient
         if await self.hasher.verify(recipient.password_hash, password):
+            if cache is not None:
+                cache.remember(recipient.password_hash, password)
             return recipient
         return None
