@@ -104,3 +104,13 @@ async def test_deleting_a_folder_drops_its_tombstones(backend: Any) -> None:
     again = await ms.create_folder(MBX, "Scratch")
     assert await ms.changes_since(again.id, 0) == FolderChanges([], [])
     await ms.delete_mailbox(MBX)
+
+
+async def test_folder_by_id(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    assert await ms.folder_by_id(fid) == await inbox(backend)
+    assert await ms.folder_by_id(12345) is None
+    await ms.create_default_folders(MBX + 1)
+    other = await ms.get_folder(MBX + 1, "Inbox")
+    assert (await ms.folder_by_id(other.id)) == other

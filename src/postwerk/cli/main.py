@@ -569,6 +569,32 @@ def mailbox_set_password(address: str, password_stdin: bool, data_dir: Path) -> 
     click.echo(f"password set for {address}")
 
 
+@mailbox.command("set-quota")
+@click.argument("address")
+@click.argument("quota", metavar="BYTES|unlimited")
+@data_dir_option
+@_domain_errors
+def mailbox_set_quota(address: str, quota: str, data_dir: Path) -> None:
+    """Set a mailbox's storage quota (Set-Mailbox -ProhibitSendReceiveQuota): a
+    number of bytes, with an optional K/M/G suffix (1024-based), or 'unlimited'.
+    IMAP clients see it through QUOTA (RFC 9208); APPEND and COPY past it are refused."""
+    limit = _parse_quota(quota)
+    _run(_with_backend(data_dir, lambda c: c.directory.set_quota(address, limit)))
+    shown = "unlimited" if limit is None else f"{limit} bytes"
+    click.echo(f"quota of {address}: {shown}")
+
+
+def _parse_quota(text: str) -> int | None:
+    value = text.strip().upper()
+    if value in ("UNLIMITED", "NONE"):
+        return None
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(value[-1:], 1)
+    digits = value[:-1] if factor > 1 else value
+    if not digits.isdigit():
+        raise click.BadParameter(f"{text!r} is not a number of bytes or 'unlimited'")
+    return int(digits) * factor
+
+
 @main.group()
 def alias() -> None:
     """Extra proxy addresses of a mailbox or group."""

@@ -114,6 +114,16 @@ class Directory:
         await self.store.remove_recipient(recipient.id)
         return blobs
 
+    async def set_quota(self, address: str, quota_bytes: int | None) -> Recipient:
+        """Set-Mailbox -ProhibitSendReceiveQuota: the storage limit (None: unlimited)."""
+        if quota_bytes is not None and quota_bytes < 0:
+            raise InvalidName("the quota must not be negative")
+        recipient = await self.get(address, RecipientKind.MAILBOX)
+        await self.store.set_quota(recipient.id, quota_bytes)
+        found = await self.store.get_recipient(recipient.id)
+        assert found is not None
+        return found
+
     async def set_password(self, address: str, password: str) -> None:
         if not password:
             raise InvalidName("the password must not be empty")

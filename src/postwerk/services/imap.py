@@ -46,7 +46,7 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import ClassVar, Final, assert_never
@@ -164,14 +164,19 @@ BRIEF_ATTRIBUTES: Final = STATE_ATTRIBUTES | {
     FetchItem.INTERNALDATE,
     FetchItem.ENVELOPE,
 }
+# Message files read together for a FETCH chunk (each at most this big, too).
+PREFETCH_BYTES: Final = 4 * 1024 * 1024
+INLINE_FILE_BYTES: Final = 1024 * 1024  # read on the event loop's thread up to this
 # Items read (and responses flushed) per step of a large FETCH or SEARCH.
 FETCH_CHUNK: Final = 256
 BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
     "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
-    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "COMPRESS=DEFLATE",
+    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "COMPRESS=DEFLATE", "QUOTA",
+    "QUOTA=RES-STORAGE",
 )  # fmt: skip
+QUOTA_ROOT: Final = ""  # one quota root per mailbox, covering every folder
 # What ENABLE can turn on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
 ENABLEABLE: Final = ("CONDSTORE", "QRESYNC")
 ESEARCH_RESULTS: Final = frozenset({"MIN", "MAX", "COUNT", "ALL"})  # RFC 4731 §3.1
@@ -680,8 +685,17 @@ class ImapConnection:
                 return await self._on_idle(tag)
             case Compress(mechanism=mechanism):
                 return self._on_compress(tag, mechanism)
-            case GetQuota() | GetQuotaRoot() | SetQuota():
-                raise _Refused("BAD", "not supported yet", r.code("CANNOT"))
+            case GetQuotaRoot(mailbox=mailbox):
+                await self._on_getquotaroot(mailbox)
+            case GetQuota(root=root):
+                usage = await self._quota_usage() if root == QUOTA_ROOT else None
+                if usage is None:
+                    raise _Refused("NO", "No such quota root", r.code("NONEXISTENT"))
+                self.send(r.quota_line(QUOTA_ROOT, {"STORAGE": _storage_kib(*usage)}))
+            case SetQuota():
+                # RFC 9208 §4.3: only with QUOTASET; limits are the administrator's
+                # (postwerk mailbox set-quota).
+                raise _Refused("NO", "Quotas are set by the administrator", r.code("NOPERM"))
             case Close():
                 await self._on_close(expunge=True)
                 self.send(r.tagged(tag, "OK", "CLOSE completed"))
@@ -727,6 +741,29 @@ class ImapConnection:
             self.view.condstore = "CONDSTORE" in self.enabled
             self.view.qresync = "QRESYNC" in self.enabled
         self.send(r.enabled_line(newly))
+
+    async def _quota_usage(self) -> tuple[int, int] | None:
+        """(octets stored in all folders, limit in octets), or None without a quota.
+        The limit is read afresh, so `mailbox set-quota` applies to open sessions."""
+        recipient = await self.ctx.directory.store.get_recipient(self.mailbox_id)
+        if recipient is None or recipient.quota_bytes is None:
+            return None
+        used = sum(f.size for f in await self.ctx.mail.list_folders(self.mailbox_id))
+        return used, recipient.quota_bytes
+
+    async def _on_getquotaroot(self, mailbox: str) -> None:
+        folder = await self._mail_folder(mailbox)
+        usage = await self._quota_usage()
+        roots = [QUOTA_ROOT] if usage is not None else []
+        self.send(r.quotaroot_line(imap_name(folder.name), roots))
+        if usage is not None:
+            self.send(r.quota_line(QUOTA_ROOT, {"STORAGE": _storage_kib(*usage)}))
+
+    async def _check_quota(self, adding: int) -> None:
+        """NO [OVERQUOTA] (RFC 9208 §4.4) when `adding` octets would pass the limit."""
+        usage = await self._quota_usage()
+        if usage is not None and usage[0] + adding > usage[1]:
+            raise _Refused("NO", "Mailbox is over its quota", r.code("OVERQUOTA"))
 
     def _on_compress(self, tag: str, mechanism: str) -> bool:
         """RFC 4978: answer OK uncompressed, then compress both ways from the next octet."""
@@ -1156,6 +1193,7 @@ class ImapConnection:
         folder = await self._mail_folder(command.mailbox, missing="TRYCREATE")
         if len(command.message) > self.settings.append_limit:
             raise _Refused("NO", "Message too big", r.code("TOOBIG"))
+        await self._check_quota(len(command.message))
         # Stored mail has CRLF line ends (mime/summary.py invariant; RFC 9051 §6.3.12).
         data = _BARE_LF.sub(b"\r\n", command.message)
         flags, keywords = _flags_from_names(command.flags)
@@ -1209,10 +1247,8 @@ class ImapConnection:
                 self.send(line)
 
     async def _folder_row(self, mailbox_id: int, folder_id: int) -> Folder | None:
-        for folder in await self.ctx.mail.list_folders(mailbox_id):
-            if folder.id == folder_id:
-                return folder
-        return None
+        folder = await self.ctx.mail.folder_by_id(folder_id)
+        return folder if folder is not None and folder.mailbox_id == mailbox_id else None
 
     def _targets(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
         """The UIDs a sequence set names, ascending; BAD for a sequence number past the end."""
@@ -1314,6 +1350,9 @@ class ImapConnection:
         assert view is not None
         targets = self._targets(command.sequence_set, command.uid)
         dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
+        if await self._quota_usage() is not None:  # a copy adds its size; a move does not
+            briefs = await self.ctx.mail.item_briefs(view.folder_id, targets)
+            await self._check_quota(sum(b.size for b in briefs))
         pairs = await self.ctx.mail.copy_items(view.folder_id, targets, dest.id)
         if not pairs:
             return
@@ -1359,6 +1398,28 @@ class ImapConnection:
     async def _read_message(self, item: Item) -> bytes:
         return item.header_prefix + await self.ctx.blobs.read(item.blob_id)
 
+    async def _prefetch(
+        self, uids: Sequence[int], items: Mapping[int, Item | ItemBrief]
+    ) -> dict[str, bytes]:
+        """The files of the next messages of a FETCH chunk in one read (one thread
+        hop instead of one per message), up to PREFETCH_BYTES; larger messages are
+        read on their own when their turn comes."""
+        wanted: list[str] = []
+        total = 0
+        for uid in uids:
+            item = items.get(uid)
+            if not isinstance(item, Item) or item.size > PREFETCH_BYTES:
+                break
+            if total + item.size > PREFETCH_BYTES and wanted:
+                break
+            wanted.append(item.blob_id)
+            total += item.size
+        if not wanted:
+            return {}
+        # A few small files (a page of headers) are cheaper to read here than to
+        # hand to a thread: with many sessions, the hand-offs were the bottleneck.
+        return await self.ctx.blobs.read_many(wanted, inline=total <= INLINE_FILE_BYTES)
+
     async def _on_fetch(self, command: Fetch) -> None:
         view = self.view
         assert view is not None
@@ -1390,6 +1451,7 @@ class ImapConnection:
         needs_item = any(a not in STATE_ATTRIBUTES for a in command.attributes)
         # Metadata (sizes, dates, ENVELOPE) from the brief rows: no summary JSON.
         brief = needs_item and all(a in BRIEF_ATTRIBUTES for a in command.attributes)
+        needs_bytes = any(_needs_bytes(a) for a in command.attributes)
         missing = False
         for start in range(0, len(targets), FETCH_CHUNK):
             chunk = targets[start : start + FETCH_CHUNK]
@@ -1403,18 +1465,21 @@ class ImapConnection:
                         items[i.uid] = i
             elif needs_item:
                 items = {i.uid: i for i in await self.ctx.mail.items_by_uid(view.folder_id, chunk)}
-            for uid in chunk:
+            files: dict[str, bytes] = {}
+            for n, uid in enumerate(chunk):
                 seq = view.seq_of(uid)
                 assert seq is not None
                 item = items.get(uid)
                 if needs_item and item is None:
                     missing = True  # expunged meanwhile
                     continue
+                if needs_bytes and isinstance(item, Item) and item.blob_id not in files:
+                    files = await self._prefetch(chunk[n:], items)
                 try:
                     if isinstance(item, ItemBrief):
                         out = self._fetch_brief(item, command)
                     else:
-                        out = await self._fetch_one(uid, item, command)
+                        out = await self._fetch_one(uid, item, command, files)
                 except NotFound:
                     missing = True  # expunged meanwhile and its blob gone
                     continue
@@ -1461,7 +1526,11 @@ class ImapConnection:
         return out
 
     async def _fetch_one(
-        self, uid: int, item: Item | None, command: Fetch
+        self,
+        uid: int,
+        item: Item | None,
+        command: Fetch,
+        files: Mapping[str, bytes] | None = None,
     ) -> list[tuple[str, bytes]]:
         """The FETCH items for one message; `item` is None when only the view's
         state is asked for (FLAGS, UID)."""
@@ -1486,6 +1555,8 @@ class ImapConnection:
 
         async def full() -> bytes:
             nonlocal message
+            if message is None and files is not None and full_item.blob_id in files:
+                message = full_item.header_prefix + files[full_item.blob_id]
             if message is None:
                 try:
                     message = await self._read_message(full_item)
@@ -1815,6 +1886,20 @@ def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         elif name.lower() not in (k.lower() for k in keywords):
             keywords.append(name)
     return bits, tuple(keywords)
+
+
+def _needs_bytes(attr: FetchAttribute) -> bool:
+    """Whether a FETCH item reads the message file (not only the stored summary)."""
+    return isinstance(attr, BodySection) or attr in (
+        FetchItem.RFC822,
+        FetchItem.RFC822_HEADER,
+        FetchItem.RFC822_TEXT,
+    )
+
+
+def _storage_kib(used: int, limit: int) -> tuple[int, int]:
+    """RFC 9208 §5.1: STORAGE counts units of 1024 octets (usage rounded up)."""
+    return (used + 1023) // 1024, limit // 1024
 
 
 def _new_name_problem(name: str) -> str | None:

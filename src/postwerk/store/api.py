@@ -214,8 +214,10 @@ class BlobStore(Protocol):
 
     async def delete(self, blob_id: str) -> None: ...
 
-    async def read_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
-        """Several small blobs at once (one thread hop); missing ones are left out."""
+    async def read_many(self, blob_ids: Sequence[str], *, inline: bool = False) -> dict[str, bytes]:
+        """Several small blobs at once (one thread hop); missing ones are left out.
+        `inline`: read on the calling thread, for a few small files whose reading
+        costs less than the hop (IMAP header fetches)."""
         ...
 
     async def delete_many(self, blob_ids: Sequence[str]) -> None:
@@ -261,6 +263,10 @@ class DirectoryStore(Protocol):
 
     async def set_password_hash(self, recipient_id: int, password_hash: str) -> None: ...
 
+    async def set_quota(self, recipient_id: int, quota_bytes: int | None) -> None:
+        """The mailbox's storage limit (None: none). NotFound."""
+        ...
+
     async def add_alias(self, recipient_id: int, address: str) -> None: ...
 
     async def remove_alias(self, address: str) -> None: ...
@@ -299,6 +305,11 @@ class MailStore(Protocol):
 
     async def get_folder(self, mailbox_id: int, name: str) -> Folder:
         """Raise FolderNotFound when absent. Name match is case-insensitive for Inbox only."""
+        ...
+
+    async def folder_by_id(self, folder_id: int) -> Folder | None:
+        """One folder's row (counters, HIGHESTMODSEQ), None when it is gone: what an
+        IMAP session reads after each command to see whether its folder changed."""
         ...
 
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:

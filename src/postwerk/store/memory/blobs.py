@@ -60,7 +60,7 @@ class MemoryBlobStore:
         """Idempotent: garbage collection may run twice."""
         self._blobs.pop(blob_id, None)
 
-    async def read_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+    async def read_many(self, blob_ids: Sequence[str], *, inline: bool = False) -> dict[str, bytes]:
         return {b: self._blobs[b] for b in blob_ids if b in self._blobs}
 
     async def delete_many(self, blob_ids: Sequence[str]) -> None:

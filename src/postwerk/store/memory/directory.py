@@ -115,6 +115,10 @@ class MemoryDirectory:
         r = self._require(recipient_id)
         self._recipients[recipient_id] = replace(r, password_hash=password_hash)
 
+    async def set_quota(self, recipient_id: int, quota_bytes: int | None) -> None:
+        r = self._require(recipient_id)
+        self._recipients[recipient_id] = replace(r, quota_bytes=quota_bytes)
+
     async def add_alias(self, recipient_id: int, address: str) -> None:
         if "@" not in address:
             raise InvalidName(f"not an address: {address!r}")

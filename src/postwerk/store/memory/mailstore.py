@@ -105,6 +105,9 @@ class MemoryMailStore:
                 return f
         return None
 
+    async def folder_by_id(self, folder_id: int) -> Folder | None:
+        return self._folders.get(folder_id)
+
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
         # Check every folder first: a batch lands whole or not at all.
         targets: list[int] = []

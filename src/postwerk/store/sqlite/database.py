@@ -93,14 +93,15 @@ def make_engine(url_or_path: str | Path, *, foreign_keys: bool = True) -> AsyncE
     return engine
 
 
-def make_sync_reader_engine(url_or_path: str | Path) -> Engine | None:
-    """For SQLite, the stdlib-driver engine `Database.read` uses from its threads."""
+def make_sync_reader_engine(url_or_path: str | Path, pool_size: int = READERS) -> Engine | None:
+    """For SQLite, the stdlib-driver engine `Database.read` uses from its threads
+    (and, with pool_size 1, the one `read_now` uses on the event loop's thread)."""
     url = make_url(to_url(url_or_path))
     if url.get_backend_name() != "sqlite":
         return None
     # One connection per reader thread; SQLAlchemy lets file connections move between
     # threads (check_same_thread=False), and each is used by one thread at a time.
-    engine = create_engine(url.set(drivername="sqlite"), pool_size=READERS, max_overflow=0)
+    engine = create_engine(url.set(drivername="sqlite"), pool_size=pool_size, max_overflow=0)
     _configure_sqlite(engine, foreign_keys=True)
     return engine
 
@@ -216,6 +217,7 @@ class Database:
         engine: AsyncEngine,
         writer_engine: Engine | None = None,
         reader_engine: Engine | None = None,
+        inline_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
         self._writer_engine = writer_engine
@@ -223,6 +225,8 @@ class Database:
         # Through aiosqlite every statement and fetch is a hop of its own through the
         # event loop, which made reads the larger half of an outbound delivery's time.
         self._reader_engine = reader_engine
+        self._inline_engine = inline_engine
+        self._inline_conn: Connection | None = None
         self._read_executor = (
             ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="postwerk-db-r")
             if reader_engine is not None
@@ -243,6 +247,7 @@ class Database:
             make_engine(url_or_path),
             make_sync_writer_engine(url_or_path),
             make_sync_reader_engine(url_or_path),
+            make_sync_reader_engine(url_or_path, pool_size=1),
         )
         try:
             # Fail early on a bad path or a locked file rather than at first write.
@@ -271,6 +276,11 @@ class Database:
                 self._read_executor, self._reader_engine.dispose
             )
             self._read_executor.shutdown(wait=True)
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
         if self._writer_engine is not None:
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._writer_engine.dispose
@@ -292,6 +302,28 @@ class Database:
             return await asyncio.get_running_loop().run_in_executor(self._read_executor, in_thread)
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
+
+    async def read_now(self, fn: Callable[[Connection], T]) -> T:
+        """`read`, but on the calling thread: for point reads of a few rows (an IMAP
+        session's folder row after each command, the 50 items of a FETCH), where
+        a hop to a reader thread costs more than SQLite's own work and, with many
+        sessions, the hand-offs of the GIL between threads became the bottleneck.
+        The event loop is the only user of its one connection, so it never waits
+        for another; SQLite in WAL mode never makes a reader wait for the writer.
+        Without a SQLite inline engine (another database) this is `read`."""
+        if self._inline_engine is None:
+            return await self.read(fn)
+        if self._inline_conn is None or self._inline_conn.closed:
+            # Kept open: a checkout per read was a third of a small read's cost.
+            self._inline_conn = self._inline_engine.connect()
+        conn = self._inline_conn
+        try:
+            with conn.begin():
+                return fn(conn)
+        except BaseException:
+            if conn.invalidated:
+                self._inline_conn = None
+            raise
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in the next group commit; return once it is durable.

@@ -273,6 +273,18 @@ class SqliteDirectory:
 
         await self._db.write(run)
 
+    async def set_quota(self, recipient_id: int, quota_bytes: int | None) -> None:
+        def run(conn: Connection) -> None:
+            result = conn.execute(
+                update(recipient)
+                .where(recipient.c.id == recipient_id)
+                .values(quota_bytes=quota_bytes)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"recipient {recipient_id} not found")
+
+        await self._db.write(run)
+
     async def add_alias(self, recipient_id: int, address: str) -> None:
         if "@" not in address:
             raise InvalidName(f"not an address: {address!r}")

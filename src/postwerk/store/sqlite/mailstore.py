@@ -152,7 +152,7 @@ def _chunks(uids: Sequence[int]) -> list[list[int]]:
 
 
 def _require_folder(conn: Connection, folder_id: int) -> None:
-    if conn.scalar(select(folder.c.id).where(folder.c.id == folder_id)) is None:
+    if not _raw_rows(conn, "SELECT 1 FROM folder WHERE id = ?", (folder_id,)):
         raise FolderNotFound(f"folder {folder_id} not found")
 
 
@@ -224,7 +224,26 @@ _COPY_ITEM_SQL = (
 )
 # A move keeps the row (id, delivery key): a redone delivery still finds it.
 _MOVE_ITEM_SQL = "UPDATE item SET folder_id = ?, uid = ?, modseq = ? WHERE id = ?"
+# Reads at most this big run on the event loop's thread (Database.read_now): below
+# it, a hop to a reader thread costs more than the read.
+INLINE_ITEMS = 64
+INLINE_BRIEFS = 256
 _STATES_SQL = "SELECT uid, flags, keywords, modseq FROM item WHERE folder_id = ?"
+# In the order of Folder's fields.
+_FOLDER_SQL = (
+    "SELECT id, mailbox_id, name, container_class, special_use, uidvalidity, uidnext,"
+    " highest_modseq, messages, unseen, size FROM folder"
+)
+
+
+def _raw_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Rows as tuples from the stdlib cursor when the connection has one (the
+    pooled readers, the writer): SQLAlchemy's result rows cost more per row than
+    SQLite's own work on the IMAP hot paths."""
+    raw = conn.connection.driver_connection
+    if isinstance(raw, sqlite3.Connection):
+        return raw.execute(sql, params).fetchall()
+    return list(conn.exec_driver_sql(sql, params).fetchall())
 
 
 class SqliteMailStore:
@@ -285,22 +304,21 @@ class SqliteMailStore:
         key = folder_key(name)
 
         def run(conn: Connection) -> Folder:
-            row = (
-                (
-                    conn.execute(
-                        select(folder).where(
-                            folder.c.mailbox_id == mailbox_id, folder.c.name == key
-                        )
-                    )
-                )
-                .mappings()
-                .first()
+            rows = _raw_rows(
+                conn, _FOLDER_SQL + " WHERE mailbox_id = ? AND name = ?", (mailbox_id, key)
             )
-            if row is None:
+            if not rows:
                 raise FolderNotFound(f"folder {name!r} not found in mailbox {mailbox_id}")
-            return _folder(row)
+            return Folder(*rows[0])
 
-        return await self._db.read(run)
+        return await self._db.read_now(run)
+
+    async def folder_by_id(self, folder_id: int) -> Folder | None:
+        def run(conn: Connection) -> Folder | None:
+            rows = _raw_rows(conn, _FOLDER_SQL + " WHERE id = ?", (folder_id,))
+            return Folder(*rows[0]) if rows else None
+
+        return await self._db.read_now(run)
 
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
         """One write job for the whole batch: all items land, or none do."""
@@ -412,8 +430,7 @@ class SqliteMailStore:
     async def item_states(self, folder_id: int) -> list[ItemState]:
         def run(conn: Connection) -> list[ItemState]:
             _require_folder(conn, folder_id)
-            rows = conn.exec_driver_sql(_STATES_SQL + " ORDER BY uid", (folder_id,))
-            return _states(list(rows))
+            return _states(_raw_rows(conn, _STATES_SQL + " ORDER BY uid", (folder_id,)))
 
         return await self._db.read(run)
 
@@ -423,13 +440,16 @@ class SqliteMailStore:
             out: list[Item] = []
             for chunk in _chunks(uids):
                 marks = ",".join("?" * len(chunk))
-                rows = conn.exec_driver_sql(
+                rows = _raw_rows(
+                    conn,
                     f"{_ITEM_SQL} WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
                     (folder_id, *chunk),
                 )
                 out.extend(_item_from_row(r) for r in rows)
             return out
 
+        if len(uids) <= INLINE_ITEMS:
+            return await self._db.read_now(run)
         return await self._db.read(run)
 
     async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
@@ -438,7 +458,8 @@ class SqliteMailStore:
             out: list[ItemBrief] = []
             for chunk in _chunks(uids):
                 marks = ",".join("?" * len(chunk))
-                rows = conn.exec_driver_sql(
+                rows = _raw_rows(
+                    conn,
                     "SELECT uid, size, internal_date, imap_envelope FROM item"
                     f" WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
                     (folder_id, *chunk),
@@ -446,16 +467,18 @@ class SqliteMailStore:
                 out.extend(ItemBrief(*r) for r in rows)
             return out
 
+        if len(uids) <= INLINE_BRIEFS:
+            return await self._db.read_now(run)
         return await self._db.read(run)
 
     async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
         def run(conn: Connection) -> FolderChanges:
             _require_folder(conn, folder_id)
-            rows = conn.exec_driver_sql(
-                _STATES_SQL + " AND modseq > ? ORDER BY uid", (folder_id, modseq)
+            changed = _states(
+                _raw_rows(conn, _STATES_SQL + " AND modseq > ? ORDER BY uid", (folder_id, modseq))
             )
-            changed = _states(list(rows))
-            gone = conn.exec_driver_sql(
+            gone = _raw_rows(
+                conn,
                 "SELECT uid FROM expunged_item WHERE folder_id = ? AND modseq > ? ORDER BY uid",
                 (folder_id, modseq),
             )
