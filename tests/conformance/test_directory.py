@@ -116,6 +116,12 @@ async def test_list_recipients_by_kind_and_password(backend: Any) -> None:
     assert got is not None and got.password_hash == "$argon2id$new"
     with pytest.raises(NotFound):
         await d.set_password_hash(9999, "x")
+    await d.set_quota(m.id, 2048)
+    assert (await d.get_recipient(m.id)).quota_bytes == 2048  # type: ignore[union-attr]
+    await d.set_quota(m.id, None)
+    assert (await d.get_recipient(m.id)).quota_bytes is None  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        await d.set_quota(9999, 1)
     with pytest.raises(InvalidName):
         await d.add_recipient(MAILBOX, "no-at-sign", "X")
 
