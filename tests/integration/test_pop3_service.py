@@ -27,6 +27,7 @@ import pytest
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.protocols.pop3 import top_of
 from postwerk.services.pop3 import (
+    INLINE_MESSAGE_BYTES,
     Pop3Context,
     Pop3Listener,
     Pop3Settings,
@@ -173,6 +174,27 @@ def test_stat_list_uidl_retr_top_over_implicit_tls(pop: PopServer) -> None:
         assert joined(lines) == top_of(raw[1], lines_wanted)
     assert client.quit().startswith(b"+OK")
     assert len(org.inbox(ALICE)) == 3  # nothing marked, nothing removed
+
+
+def test_large_message_is_streamed_the_same(pop: PopServer) -> None:
+    # Past INLINE_MESSAGE_BYTES RETR and TOP stream the file in chunks; below it
+    # they read it whole. Both must give the same bytes, dots stuffed across chunks.
+    org = pop.org
+    body = "".join(f".line {n} with a leading dot\n" for n in range(12000))  # ~350 KB
+    with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+        s.sendmail("someone@remote.test", [ALICE], make_message("big one", body))
+    org.wait_inbox(ALICE, len(BODIES) + 1)
+    raw = stored(org)
+    big = max(raw, key=len)
+    assert len(big) > INLINE_MESSAGE_BYTES
+    n = raw.index(big) + 1
+    client = pop.login()
+    resp, lines, _ = client.retr(n)
+    assert resp == f"+OK {len(big)} octets".encode() and joined(lines) == big
+    for lines_wanted in (0, 3, 20000):
+        _resp, lines, _ = client.top(n, lines_wanted)
+        assert joined(lines) == top_of(big, lines_wanted)
+    assert client.quit().startswith(b"+OK")
 
 
 def test_dele_quit_removes_and_dropped_connection_does_not(pop: PopServer) -> None:
