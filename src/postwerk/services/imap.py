@@ -639,6 +639,20 @@ class ImapConnection:
         tag = command.tag
         expunge_ok = True
         match command:
+            # The commands of a session's steady state first (a match tries its
+            # cases in order).
+            case Fetch():
+                expunge_ok = command.uid
+                await self._on_fetch(command)
+            case Select() | Examine():
+                await self._on_select(command)
+                return True
+            case Search():
+                expunge_ok = command.uid
+                await self._on_search(command)
+            case Store():
+                expunge_ok = command.uid
+                await self._on_store(command)
             case Capability():
                 self.send(r.capability_line(self._capabilities()))
             case Noop() | Check():
@@ -662,9 +676,6 @@ class ImapConnection:
                 self._on_enable(wanted)
             case Namespace():
                 self.send(r.namespace_line([("", SEPARATOR)], None, None))
-            case Select() | Examine():
-                await self._on_select(command)
-                return True
             case Create():
                 await self._on_create(command)
             case Delete():
@@ -706,15 +717,6 @@ class ImapConnection:
                 return True
             case Expunge() | UidExpunge():
                 await self._on_expunge(command)
-            case Search():
-                expunge_ok = command.uid
-                await self._on_search(command)
-            case Fetch():
-                expunge_ok = command.uid
-                await self._on_fetch(command)
-            case Store():
-                expunge_ok = command.uid
-                await self._on_store(command)
             case Copy():
                 expunge_ok = command.uid
                 await self._on_copy(command)
@@ -1583,6 +1585,18 @@ class ImapConnection:
         summ: Callable[[], MessageSummary],
     ) -> tuple[str, bytes]:
         match attr:
+            # Body sections first: the common case of a client's page of headers.
+            case BodySection(section=section, partial=partial):
+                data = await read()
+                value = section_bytes(data, len(item.header_prefix), summ().bodystructure, section)
+                name = f"BODY[{section_name(section)}]"
+                if value is None:
+                    return (name, b"NIL")
+                if partial is not None:
+                    origin, length = partial
+                    value = value[origin : origin + length]
+                    name += f"<{origin}>"
+                return (name, r.literal(_no_nul(value)))
             case FetchItem.FLAGS:
                 return ("FLAGS", r.flags_list(flag_names(state)))
             case FetchItem.UID:
@@ -1611,17 +1625,6 @@ class ImapConnection:
                 end = len(item.header_prefix) + summ().header_size
                 part = data[:end] if attr is FetchItem.RFC822_HEADER else data[end:]
                 return (attr.value, r.literal(_no_nul(part)))
-            case BodySection(section=section, partial=partial):
-                data = await read()
-                value = section_bytes(data, len(item.header_prefix), summ().bodystructure, section)
-                name = f"BODY[{section_name(section)}]"
-                if value is None:
-                    return (name, b"NIL")
-                if partial is not None:
-                    origin, length = partial
-                    value = value[origin : origin + length]
-                    name += f"<{origin}>"
-                return (name, r.literal(_no_nul(value)))
             case _:
                 # SAVEDATE and BINARY were refused before any output.
                 raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
@@ -1918,34 +1921,28 @@ def _completed(command: Command) -> str:
     return f"UID {name} completed" if getattr(command, "uid", False) else f"{name} completed"
 
 
-def _uses_modseq(key: SearchKey) -> bool:
+def _some_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
+    """Whether any leaf of a search key (under AND, OR, NOT) passes `test`."""
     match key:
-        case SearchModSeq():
-            return True
         case SearchAnd(keys=keys):
-            return any(_uses_modseq(k) for k in keys)
+            return any(_some_key(k, test) for k in keys)
         case SearchOr(left=left, right=right):
-            return _uses_modseq(left) or _uses_modseq(right)
+            return _some_key(left, test) or _some_key(right, test)
         case SearchNot(key=sub):
-            return _uses_modseq(sub)
+            return _some_key(sub, test)
         case _:
-            return False
+            return test(key)
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    return _some_key(key, lambda k: isinstance(k, SearchModSeq))
 
 
 def _needs_item(key: SearchKey) -> bool:
     """Whether a search key needs the stored item (size, dates, headers, text)
     rather than the view's state (flags, UIDs, sequence numbers, MODSEQ)."""
-    match key:
-        case SearchAll() | SearchFlag() | SearchSequence() | SearchModSeq():
-            return False
-        case SearchAnd(keys=keys):
-            return any(_needs_item(k) for k in keys)
-        case SearchOr(left=left, right=right):
-            return _needs_item(left) or _needs_item(right)
-        case SearchNot(key=sub):
-            return _needs_item(sub)
-        case _:
-            return True
+    state_only = SearchAll | SearchFlag | SearchSequence | SearchModSeq
+    return _some_key(key, lambda k: not isinstance(k, state_only))
 
 
 def _apply(

@@ -262,23 +262,15 @@ class SqliteDirectory:
         return await self._db.read(run)
 
     async def set_password_hash(self, recipient_id: int, password_hash: str) -> None:
-        def run(conn: Connection) -> None:
-            result = conn.execute(
-                update(recipient)
-                .where(recipient.c.id == recipient_id)
-                .values(password_hash=password_hash)
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"recipient {recipient_id} not found")
-
-        await self._db.write(run)
+        await self._update_recipient(recipient_id, password_hash=password_hash)
 
     async def set_quota(self, recipient_id: int, quota_bytes: int | None) -> None:
+        await self._update_recipient(recipient_id, quota_bytes=quota_bytes)
+
+    async def _update_recipient(self, recipient_id: int, **values: Any) -> None:
         def run(conn: Connection) -> None:
             result = conn.execute(
-                update(recipient)
-                .where(recipient.c.id == recipient_id)
-                .values(quota_bytes=quota_bytes)
+                update(recipient).where(recipient.c.id == recipient_id).values(**values)
             )
             if result.rowcount == 0:
                 raise NotFound(f"recipient {recipient_id} not found")

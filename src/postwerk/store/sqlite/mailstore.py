@@ -236,6 +236,22 @@ _FOLDER_SQL = (
 )
 
 
+_BRIEF_SQL = "SELECT uid, size, internal_date, imap_envelope FROM item"
+
+
+def _rows_by_uid(
+    conn: Connection, select_sql: str, folder_id: int, uids: Sequence[int]
+) -> list[Any]:
+    """`select_sql` (a SELECT ... FROM item) for these UIDs of a folder, by UID,
+    in chunks that stay under SQLite's parameter limit."""
+    out: list[Any] = []
+    for chunk in _chunks(uids):
+        marks = ",".join("?" * len(chunk))
+        sql = f"{select_sql} WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid"
+        out.extend(_raw_rows(conn, sql, (folder_id, *chunk)))
+    return out
+
+
 def _raw_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     """Rows as tuples from the stdlib cursor when the connection has one (the
     pooled readers, the writer): SQLAlchemy's result rows cost more per row than
@@ -437,16 +453,7 @@ class SqliteMailStore:
     async def items_by_uid(self, folder_id: int, uids: Sequence[int]) -> list[Item]:
         def run(conn: Connection) -> list[Item]:
             _require_folder(conn, folder_id)
-            out: list[Item] = []
-            for chunk in _chunks(uids):
-                marks = ",".join("?" * len(chunk))
-                rows = _raw_rows(
-                    conn,
-                    f"{_ITEM_SQL} WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
-                    (folder_id, *chunk),
-                )
-                out.extend(_item_from_row(r) for r in rows)
-            return out
+            return [_item_from_row(r) for r in _rows_by_uid(conn, _ITEM_SQL, folder_id, uids)]
 
         if len(uids) <= INLINE_ITEMS:
             return await self._db.read_now(run)
@@ -455,17 +462,7 @@ class SqliteMailStore:
     async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
         def run(conn: Connection) -> list[ItemBrief]:
             _require_folder(conn, folder_id)
-            out: list[ItemBrief] = []
-            for chunk in _chunks(uids):
-                marks = ",".join("?" * len(chunk))
-                rows = _raw_rows(
-                    conn,
-                    "SELECT uid, size, internal_date, imap_envelope FROM item"
-                    f" WHERE folder_id = ? AND uid IN ({marks}) ORDER BY uid",
-                    (folder_id, *chunk),
-                )
-                out.extend(ItemBrief(*r) for r in rows)
-            return out
+            return [ItemBrief(*r) for r in _rows_by_uid(conn, _BRIEF_SQL, folder_id, uids)]
 
         if len(uids) <= INLINE_BRIEFS:
             return await self._db.read_now(run)
