@@ -100,3 +100,15 @@ def test_deflate_bomb_is_not_inflated_at_once(session: Raw, imap: ImapServer) ->
     other = Raw(imap)
     assert other.ok("NOOP")
     other.close()
+
+
+def test_corrupt_deflate_stream_closes_the_connection(session: Raw, imap: ImapServer) -> None:  # noqa: F811
+    a = session
+    a.ok("COMPRESS DEFLATE")
+    # 0xFF... is no valid raw DEFLATE block: nothing after it can be read.
+    a.sock.sendall(b"\xff" * 64)
+    a.sock.settimeout(10)
+    assert a.sock.recv(100) == b""
+    other = Raw(imap)
+    assert other.ok("NOOP")
+    other.close()

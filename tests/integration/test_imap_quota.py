@@ -62,3 +62,21 @@ def test_quota_reported_and_enforced(server: ImapServer) -> None:
         assert a.ok("COPY 1:* Drafts")[-1].startswith(f"t{a.n} OK [COPYUID")
     finally:
         a.close()
+
+
+def test_set_quota_refuses_what_is_not_a_size(server: ImapServer) -> None:
+    from click.testing import CliRunner
+
+    from postwerk.cli.main import main
+
+    for bad in ("lots", "12X", "", "1.5G"):
+        result = CliRunner().invoke(
+            main,
+            ["mailbox", "set-quota", ALICE, bad, "--data-dir", str(server.org.data_dir)],
+        )
+        assert result.exit_code != 0 and "not a number of bytes" in result.output, bad
+    negative = CliRunner().invoke(
+        main, ["mailbox", "set-quota", "--data-dir", str(server.org.data_dir), ALICE, "--", "-5"]
+    )
+    assert negative.exit_code != 0
+    assert "1048576 bytes" in cli(server.org.data_dir, "mailbox", "set-quota", ALICE, "1m")

@@ -428,3 +428,21 @@ def test_plaintext_pipelined_behind_starttls_is_discarded(imap: ImapServer) -> N
     after = read_until(tls, b"a3 ")
     assert b"a2" not in after and b"BYE" not in after  # the injected LOGOUT never ran
     assert b"a3 OK" in after
+
+
+def test_fetch_pages_read_files_alone_past_the_prefetch_limit(
+    imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a prefetch limit below the message size every file is read on its own
+    # (and, with the inline limit at 0, in a thread): the bytes must not change.
+    import postwerk.services.imap as service
+
+    expected = {i.uid: imap.org.read_item(i) for i in imap.org.inbox(ALICE)}
+    for prefetch, inline in ((100, 0), (10**6, 0), (10**6, 10**6)):
+        monkeypatch.setattr(service, "PREFETCH_BYTES", prefetch)
+        monkeypatch.setattr(service, "INLINE_FILE_BYTES", inline)
+        client = imap.client()
+        client.select_folder("INBOX", readonly=True)
+        got = client.fetch(client.search(), ["BODY.PEEK[]"])
+        assert {uid: data[b"BODY[]"] for uid, data in got.items()} == expected
+        client.logout()

@@ -68,8 +68,8 @@ async def test_views_share_until_they_change() -> None:
     ms, inbox = await _filled(4)
     cache = FolderSnapshots(ms)
     snap = await cache.get(inbox)
-    a = FolderView.from_snapshot(inbox, snap, read_only=False)
-    b = FolderView.from_snapshot(inbox, snap, read_only=False)
+    a = FolderView(inbox, snap, read_only=False)
+    b = FolderView(inbox, snap, read_only=False)
     assert a.uids is b.uids is snap.uids
     changed = await ms.set_flags(inbox.id, [1], Flag.FLAGGED)
     a.update_states(i.state for i in changed)

@@ -46,46 +46,30 @@ def flag_names(item: ItemState) -> list[str]:
     return names
 
 
-def folder_state(folder: Folder) -> tuple[int, int, int]:
-    """What changes whenever anything in the folder does (HIGHESTMODSEQ rises with
-    every delivery, flag change and expunge; UIDNEXT and the count besides)."""
-    return (folder.highest_modseq, folder.uidnext, folder.messages)
-
-
 class FolderView:
     """The selected folder as this session knows it."""
 
-    def __init__(self, folder: Folder, states: Iterable[ItemState], *, read_only: bool) -> None:
-        """`folder` must have been read before `states` (see `modseq`)."""
+    def __init__(self, folder: Folder, snapshot: FolderSnapshot, *, read_only: bool) -> None:
+        """A view of `snapshot` (`FolderSnapshots.get(folder)`; `folder` read first)."""
         self.folder_id = folder.id
         self.read_only = read_only
-        ordered = sorted(states, key=lambda i: i.uid)
-        # Shared with a published snapshot until this view's first change (then
+        # Shared with the published snapshot until this view's first change (then
         # copied: `_own`), so an unchanged folder costs sessions no copy at all.
-        self.uids: Sequence[int] = [i.uid for i in ordered]
-        self.states: Mapping[int, ItemState] = {i.uid: i for i in ordered}
-        self._shared = False
-        self._first_unseen: int | None = _UNKNOWN
+        self.uids: Sequence[int] = snapshot.uids
+        self.states: Mapping[int, ItemState] = snapshot.states
+        self._shared = True
+        self._first_unseen: int | None = snapshot.first_unseen
+        self._pos: Mapping[int, int] | None = snapshot.positions  # replaced, never changed
         self.gone: set[int] = set()  # expunged in the store, not yet reported
-        self.state: tuple[int, int, int] | None = folder_state(folder)
-        self.modseq = folder.highest_modseq  # every change up to here is taken in
+        # Every change up to this HIGHESTMODSEQ is taken in; HIGHESTMODSEQ rises
+        # with every delivery, flag change and expunge, so it alone says "changed".
+        self.modseq = max(folder.highest_modseq, snapshot.modseq)
         self.condstore = False  # FETCH updates carry MODSEQ (RFC 7162 §3.1)
         self.qresync = False  # expunges are reported as VANISHED (RFC 7162 §3.2.10)
-        self._pos: Mapping[int, int] | None = None
 
-    @classmethod
-    def from_snapshot(
-        cls, folder: Folder, snapshot: FolderSnapshot, *, read_only: bool
-    ) -> FolderView:
-        """A view sharing `snapshot`'s lists (read after `folder`, as `__init__`'s)."""
-        view = cls(folder, (), read_only=read_only)
-        view.uids = snapshot.uids
-        view.states = snapshot.states
-        view._shared = True
-        view._first_unseen = snapshot.first_unseen
-        view._pos = snapshot.positions  # replaced, never changed in place
-        view.modseq = max(view.modseq, snapshot.modseq)
-        return view
+    def changed(self, folder: Folder | None) -> bool:
+        """Whether the folder's row says something happened since the last sync."""
+        return folder is None or folder.highest_modseq > self.modseq
 
     def _own(self) -> tuple[list[int], dict[int, ItemState]]:
         """The view's own, mutable lists (copied from the snapshot the first time)."""
@@ -140,7 +124,6 @@ class FolderView:
         out: list[bytes] = []
         if folder is None:
             self.gone.update(self.uids)
-            self.state = None
             return out
         for uid in changes.expunged:
             if uid in self.states:
@@ -167,7 +150,6 @@ class FolderView:
                 states[new.uid] = new
             self._pos = None
             out.append(responses.exists_line(len(self.uids)))
-        self.state = folder_state(folder)
         self.modseq = max(self.modseq, folder.highest_modseq)
         return out
 

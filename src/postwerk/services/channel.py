@@ -211,17 +211,46 @@ class ListenerSettings(Protocol):
     def max_connections_per_ip(self) -> int: ...
 
 
+K = TypeVar("K")
+
+
+class ConnectionCounts(Generic[K]):
+    """Open connections per key (client address, mailbox): what the per-address
+    and per-user limits compare against. Keys at zero are dropped, so a busy
+    server's table holds only the keys with connections."""
+
+    def __init__(self) -> None:
+        self._open: dict[K, int] = {}
+
+    def __getitem__(self, key: K) -> int:
+        return self._open.get(key, 0)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    @property
+    def total(self) -> int:
+        return sum(self._open.values())
+
+    def add(self, key: K) -> None:
+        self._open[key] = self._open.get(key, 0) + 1
+
+    def remove(self, key: K) -> None:
+        left = self._open.get(key, 1) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)
+
+
 class ListenerContext(Protocol):
     """What a listener needs from its service's shared context."""
 
     tls_context: ssl.SSLContext | None
-    by_ip: dict[str, int]
+    by_ip: ConnectionCounts[str]
 
     @property
     def settings(self) -> ListenerSettings: ...
-
-    @property
-    def connections(self) -> int: ...
 
     @property
     def log(self) -> Any: ...
@@ -293,14 +322,14 @@ class ServiceListener(Generic[F]):
         ctx = self.ctx
         settings = ctx.settings
         if (
-            ctx.connections >= settings.max_connections
-            or ctx.by_ip.get(ip, 0) >= settings.max_connections_per_ip
+            ctx.by_ip.total >= settings.max_connections
+            or ctx.by_ip[ip] >= settings.max_connections_per_ip
         ):
-            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.connections)
+            ctx.log.info("connection_refused_limit", client_ip=ip, total=ctx.by_ip.total)
             channel.write(self.too_many())
             channel.close()
             return
-        ctx.by_ip[ip] = ctx.by_ip.get(ip, 0) + 1
+        ctx.by_ip.add(ip)
         connection = self.connection(channel, ip)
         task = asyncio.current_task()
         assert task is not None
@@ -309,11 +338,7 @@ class ServiceListener(Generic[F]):
             await connection.run()
         finally:
             self.live.pop(task, None)
-            left = ctx.by_ip.get(ip, 1) - 1
-            if left > 0:
-                ctx.by_ip[ip] = left
-            else:
-                ctx.by_ip.pop(ip, None)
+            ctx.by_ip.remove(ip)
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting and hang up every client (each service says goodbye its way)."""

@@ -67,7 +67,7 @@ from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
 from postwerk.mailbox.folder_snapshots import FolderSnapshots
-from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names, folder_state
+from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
 from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
 from postwerk.mime.summary import BodyPart, MessageSummary, decode_words, summarize
 from postwerk.protocols.imap import (
@@ -139,7 +139,7 @@ from postwerk.protocols.imap import (
 from postwerk.protocols.imap import responses as r
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
-from postwerk.services.channel import FramedChannel, ServiceListener
+from postwerk.services.channel import ConnectionCounts, FramedChannel, ServiceListener
 from postwerk.services.protocol_settings import AccessSettings
 from postwerk.store.api import SEPARATOR, BlobStore, MailStore
 from postwerk.store.records import (
@@ -248,17 +248,13 @@ class ImapContext:
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.imap")
     )
-    by_ip: dict[str, int] = field(default_factory=dict)
-    by_user: dict[int, int] = field(default_factory=dict)
+    by_ip: ConnectionCounts[str] = field(default_factory=ConnectionCounts)
+    by_user: ConnectionCounts[int] = field(default_factory=ConnectionCounts)
     snapshots: FolderSnapshots | None = None  # built from `mail` when not given
 
     def __post_init__(self) -> None:
         if self.snapshots is None:
             self.snapshots = FolderSnapshots(self.mail)
-
-    @property
-    def connections(self) -> int:
-        return sum(self.by_ip.values())
 
 
 ImapChannel = FramedChannel[CommandFramer]
@@ -602,11 +598,7 @@ class ImapConnection:
 
     def _release(self) -> None:
         if self.user is not None:
-            left = self.ctx.by_user.get(self.user.id, 1) - 1
-            if left > 0:
-                self.ctx.by_user[self.user.id] = left
-            else:
-                self.ctx.by_user.pop(self.user.id, None)
+            self.ctx.by_user.remove(self.user.id)
             self.user = None
 
     def _changed(self) -> None:
@@ -761,12 +753,6 @@ class ImapConnection:
         if usage is not None:
             self.send(r.quota_line(QUOTA_ROOT, {"STORAGE": _storage_kib(*usage)}))
 
-    async def _check_quota(self, adding: int) -> None:
-        """NO [OVERQUOTA] (RFC 9208 §4.4) when `adding` octets would pass the limit."""
-        usage = await self._quota_usage()
-        if usage is not None and usage[0] + adding > usage[1]:
-            raise _Refused("NO", "Mailbox is over its quota", r.code("OVERQUOTA"))
-
     def _on_compress(self, tag: str, mechanism: str) -> bool:
         """RFC 4978: answer OK uncompressed, then compress both ways from the next octet."""
         if mechanism != "DEFLATE":
@@ -879,11 +865,11 @@ class ImapConnection:
         if user is None:
             return await self._auth_failed(tag, account, "bad credentials")
         throttle.record_success(self.peer_ip, account)
-        if self.ctx.by_user.get(user.id, 0) >= self.settings.max_connections_per_user:
+        if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
             return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
         self.user = user
-        self.ctx.by_user[user.id] = self.ctx.by_user.get(user.id, 0) + 1
+        self.ctx.by_user.add(user.id)
         # Literals up to the APPENDLIMIT from now on (RFC 7889), synchronizing or not:
         # LITERAL+ is advertised, which promises no lower limit for {n+} (RFC 7888 §3).
         limit = self.settings.append_limit
@@ -947,7 +933,7 @@ class ImapConnection:
         # states come from the process's snapshot without a store read.
         assert self.ctx.snapshots is not None
         snapshot = await self.ctx.snapshots.get(folder)
-        view = FolderView.from_snapshot(folder, snapshot, read_only=read_only)
+        view = FolderView(folder, snapshot, read_only=read_only)
         view.condstore = "CONDSTORE" in self.enabled
         view.qresync = "QRESYNC" in self.enabled
         self.send(r.flags_line(FOLDER_FLAGS))
@@ -1195,7 +1181,7 @@ class ImapConnection:
         folder = await self._mail_folder(command.mailbox, missing="TRYCREATE")
         if len(command.message) > self.settings.append_limit:
             raise _Refused("NO", "Message too big", r.code("TOOBIG"))
-        await self._check_quota(len(command.message))
+        _check_quota(await self._quota_usage(), len(command.message))
         # Stored mail has CRLF line ends (mime/summary.py invariant; RFC 9051 §6.3.12).
         data = _BARE_LF.sub(b"\r\n", command.message)
         flags, keywords = _flags_from_names(command.flags)
@@ -1235,7 +1221,7 @@ class ImapConnection:
         # an unchanged folder costs one small read, not a read of every item.
         view = self.view
         folder = await self._folder_row(self.user.id, view.folder_id)
-        if folder is None or folder_state(folder) != view.state:
+        if view.changed(folder):
             changes = FolderChanges([], [])
             if folder is not None:
                 try:
@@ -1352,9 +1338,10 @@ class ImapConnection:
         assert view is not None
         targets = self._targets(command.sequence_set, command.uid)
         dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
-        if await self._quota_usage() is not None:  # a copy adds its size; a move does not
+        usage = await self._quota_usage()
+        if usage is not None:  # a copy adds its size; a move does not
             briefs = await self.ctx.mail.item_briefs(view.folder_id, targets)
-            await self._check_quota(sum(b.size for b in briefs))
+            _check_quota(usage, sum(b.size for b in briefs))
         pairs = await self.ctx.mail.copy_items(view.folder_id, targets, dest.id)
         if not pairs:
             return
@@ -1898,6 +1885,12 @@ def _needs_bytes(attr: FetchAttribute) -> bool:
         FetchItem.RFC822_HEADER,
         FetchItem.RFC822_TEXT,
     )
+
+
+def _check_quota(usage: tuple[int, int] | None, adding: int) -> None:
+    """NO [OVERQUOTA] (RFC 9208 §4.4) when `adding` octets would pass the limit."""
+    if usage is not None and usage[0] + adding > usage[1]:
+        raise _Refused("NO", "Mailbox is over its quota", r.code("OVERQUOTA"))
 
 
 def _storage_kib(used: int, limit: int) -> tuple[int, int]:

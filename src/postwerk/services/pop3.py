@@ -76,7 +76,7 @@ from postwerk.protocols.pop3 import (
 )
 from postwerk.protocols.pop3 import session as replies
 from postwerk.protocols.sasl import mechanisms as sasl
-from postwerk.services.channel import FramedChannel, ServiceListener
+from postwerk.services.channel import ConnectionCounts, FramedChannel, ServiceListener
 from postwerk.services.protocol_settings import AccessSettings
 from postwerk.store.api import BlobStore, MailStore
 from postwerk.store.records import Item, Recipient
@@ -148,12 +148,8 @@ class Pop3Context:
         default_factory=lambda: structlog.get_logger("postwerk.pop3")
     )
     # Live connections: per client address, and authenticated ones per mailbox.
-    by_ip: dict[str, int] = field(default_factory=dict)
-    by_user: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def connections(self) -> int:
-        return sum(self.by_ip.values())
+    by_ip: ConnectionCounts[str] = field(default_factory=ConnectionCounts)
+    by_user: ConnectionCounts[int] = field(default_factory=ConnectionCounts)
 
 
 Pop3Channel = FramedChannel[Pop3Framer]
@@ -444,7 +440,7 @@ class Pop3Connection:
         if user is None:
             return await self._auth_failed(account, "bad credentials")
         throttle.record_success(self.peer_ip, account)
-        if self.ctx.by_user.get(user.id, 0) >= self.settings.max_connections_per_user:
+        if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
             return TOO_MANY_USER_CONNECTIONS
         if not self.ctx.locks.acquire(user.id):
@@ -458,7 +454,7 @@ class Pop3Connection:
             self._release()
             return replies.TEMP_FAILURE
         self.user = user
-        self.ctx.by_user[user.id] = self.ctx.by_user.get(user.id, 0) + 1
+        self.ctx.by_user.add(user.id)
         self.log.info(
             "login",
             account=account,
@@ -599,11 +595,7 @@ class Pop3Connection:
             self.ctx.locks.release(self.locked)
             self.locked = None
         if self.user is not None:
-            left = self.ctx.by_user.get(self.user.id, 1) - 1
-            if left > 0:
-                self.ctx.by_user[self.user.id] = left
-            else:
-                self.ctx.by_user.pop(self.user.id, None)
+            self.ctx.by_user.remove(self.user.id)
             self.user = None
 
 
