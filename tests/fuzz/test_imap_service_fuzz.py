@@ -40,6 +40,8 @@ ATOMS = [
     "LARGER", "NIL", '""', '"quoted \\\\" string"', "CONDSTORE", "QRESYNC", "RETURN",
     "(MIN MAX COUNT)", "(SUBSCRIBED)", "(STATUS (MESSAGES SIZE))", "&AOQ-", "&Jjo-!",
     "Sent Items", "../bob", "#shared", "%", "a/b/c", "UTF8", "(STORAGE 10)",
+    "BINARY[1]", "BINARY.PEEK[2]<0.5>", "BINARY.SIZE[1.1]", "IMAP4rev2", "UTF8=ACCEPT",
+    "(SAVE)", "(SAVE MIN)", "Résumé",
 ]  # fmt: skip
 
 token = st.one_of(

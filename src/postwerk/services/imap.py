@@ -32,10 +32,14 @@ Security invariants:
 - No EXPUNGE response is sent while a FETCH, STORE, SEARCH, COPY or MOVE by
   sequence number is answered (RFC 9051 §7.5.1).
 
-Standards: RFC 3501 (IMAP4rev1), RFC 9051, RFC 2177 (IDLE), RFC 2342
-(NAMESPACE), RFC 2971 (ID), RFC 3691 (UNSELECT), RFC 4315 (UIDPLUS), RFC 4959
-(SASL-IR), RFC 4616 (PLAIN), RFC 5161 (ENABLE), RFC 5530 (response codes),
-RFC 6154 (SPECIAL-USE), RFC 6851 (MOVE), RFC 7888 (LITERAL+), RFC 7889.
+Standards: RFC 3501 (IMAP4rev1), RFC 9051 (IMAP4rev2, once ENABLEd), RFC 2177
+(IDLE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 3516 (BINARY), RFC 3691
+(UNSELECT), RFC 4315 (UIDPLUS), RFC 4731 (ESEARCH), RFC 4959 (SASL-IR), RFC 4616
+(PLAIN), RFC 4978 (COMPRESS), RFC 5161 (ENABLE), RFC 5182 (SEARCHRES), RFC 5258
+and 5819 (LIST-EXTENDED, LIST-STATUS), RFC 5530 (response codes), RFC 6154
+(SPECIAL-USE), RFC 6851 (MOVE), RFC 6855 (UTF8=ACCEPT), RFC 7162 (CONDSTORE,
+QRESYNC), RFC 7888 (LITERAL+), RFC 7889 (APPENDLIMIT), RFC 8438 (STATUS=SIZE),
+RFC 9208 (QUOTA).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from postwerk.directory.service import Directory
 from postwerk.mailbox.folder_snapshots import FolderSnapshots
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
 from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
-from postwerk.mime.summary import BodyPart, MessageSummary, decode_words, summarize
+from postwerk.mime.summary import MessageSummary, decode_words, summarize
 from postwerk.protocols.imap import (
     Append,
     Authenticate,
@@ -122,8 +126,6 @@ from postwerk.protocols.imap import (
     SearchSequence,
     SearchSize,
     SearchText,
-    Section,
-    SectionText,
     Select,
     SequenceSet,
     SetQuota,
@@ -137,6 +139,14 @@ from postwerk.protocols.imap import (
     Unsubscribe,
 )
 from postwerk.protocols.imap import responses as r
+from postwerk.protocols.imap.sections import (
+    UnknownEncoding,
+    binary_bytes,
+    header_fields,
+    no_nul,
+    section_bytes,
+    section_name,
+)
 from postwerk.protocols.imap.utf7 import decode_mailbox, valid_mailbox_name
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.services.channel import ConnectionCounts, FramedChannel, ServiceListener
@@ -169,17 +179,23 @@ PREFETCH_BYTES: Final = 4 * 1024 * 1024
 INLINE_FILE_BYTES: Final = 1024 * 1024  # read on the event loop's thread up to this
 # Items read (and responses flushed) per step of a large FETCH or SEARCH.
 FETCH_CHUNK: Final = 256
-BASE_CAPABILITIES: Final = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+BASE_CAPABILITIES: Final = (
+    "IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
+)  # fmt: skip
 AUTHENTICATED_CAPABILITIES: Final = (
-    "IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID",
-    "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
-    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "COMPRESS=DEFLATE", "QUOTA",
-    "QUOTA=RES-STORAGE",
+    "IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE",
+    "ID", "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
+    "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "BINARY", "UTF8=ACCEPT",
+    "COMPRESS=DEFLATE", "QUOTA", "QUOTA=RES-STORAGE",
 )  # fmt: skip
 QUOTA_ROOT: Final = ""  # one quota root per mailbox, covering every folder
 # What ENABLE can turn on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
-ENABLEABLE: Final = ("CONDSTORE", "QRESYNC")
-ESEARCH_RESULTS: Final = frozenset({"MIN", "MAX", "COUNT", "ALL"})  # RFC 4731 §3.1
+# IMAP4rev2 (RFC 9051 §6.3.1) and UTF8=ACCEPT (RFC 6855 §3) switch mailbox names
+# to UTF-8; IMAP4rev2 also drops RECENT and answers every SEARCH with ESEARCH.
+ENABLEABLE: Final = ("CONDSTORE", "QRESYNC", "IMAP4rev2", "UTF8=ACCEPT")
+_ENABLEABLE_BY_UPPER: Final = {cap.upper(): cap for cap in ENABLEABLE}
+# RFC 4731 §3.1 result options, and RFC 5182 SAVE (SEARCHRES).
+ESEARCH_RESULTS: Final = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
 SEARCH_CHARSETS: Final = ("UTF-8", "US-ASCII")
 _BARE_LF: Final = re.compile(rb"(?<!\r)\n")
 
@@ -295,120 +311,6 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-# ---------------------------------------------------------------- FETCH sections
-
-
-def _is_message(part: BodyPart) -> bool:
-    return part["type"].upper() == "MESSAGE" and part["subtype"].upper() in ("RFC822", "GLOBAL")
-
-
-def _header_fields(block: bytes, names: Sequence[str], exclude: bool) -> bytes:
-    """The fields of a header block named (or, with `exclude`, not named) in `names`,
-    followed by the blank line (RFC 9051 §6.4.5 HEADER.FIELDS)."""
-    wanted = {n.lower() for n in names}
-    out: list[bytes] = []
-    keep = False
-    for line in block.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
-        keep = (name in wanted) != exclude
-        if keep:
-            out.append(line)
-    out.append(b"\r\n")
-    return b"".join(out)
-
-
-def section_bytes(
-    message: bytes, prefix_len: int, root: BodyPart, section: Section
-) -> bytes | None:
-    """The octets of BODY[section]; None when the part does not exist.
-
-    Summary offsets index the blob; the stored message is the header prefix
-    followed by the blob, hence `prefix_len` (mime/summary.py invariants).
-    """
-    text = section.text
-    if not section.part:
-        end = prefix_len + root["offsets"][1]
-        return _msgtext(message, 0, end, len(message), text, section.fields)
-    node = root
-    for depth, n in enumerate(section.part):
-        if node["type"].upper() == "MULTIPART":
-            if not 1 <= n <= len(node["parts"]):
-                return None
-            node = node["parts"][n - 1]
-        elif depth > 0 and _is_message(node) and node["body"] is not None:
-            # RFC 9051 §6.4.5: the parts of an encapsulated message continue its numbering.
-            inner = node["body"]
-            if inner["type"].upper() == "MULTIPART":
-                if not 1 <= n <= len(inner["parts"]):
-                    return None
-                node = inner["parts"][n - 1]
-            elif n == 1:
-                node = inner
-            else:
-                return None
-        elif n != 1:
-            return None
-    start, body_start, end = (prefix_len + o for o in node["offsets"])
-    if text is None:
-        return message[body_start:end]
-    if text is SectionText.MIME:
-        return message[start:body_start]
-    encapsulated = node["body"] if _is_message(node) else None
-    if encapsulated is None:
-        return None  # HEADER/TEXT of a part exist only for message/rfc822 (RFC 9051 §6.4.5)
-    i_start, i_body, i_end = (prefix_len + o for o in encapsulated["offsets"])
-    return _msgtext(message, i_start, i_body, i_end, text, section.fields)
-
-
-def _msgtext(
-    message: bytes,
-    start: int,
-    body: int,
-    end: int,
-    text: SectionText | None,
-    fields: tuple[str, ...],
-) -> bytes | None:
-    match text:
-        case None:
-            return message[start:end]
-        case SectionText.HEADER:
-            return message[start:body]
-        case SectionText.TEXT:
-            return message[body:end]
-        case SectionText.HEADER_FIELDS:
-            return _header_fields(message[start:body], fields, exclude=False)
-        case SectionText.HEADER_FIELDS_NOT:
-            return _header_fields(message[start:body], fields, exclude=True)
-        case SectionText.MIME:
-            return None  # MIME needs a part number (the parser enforces it)
-        case _:
-            assert_never(text)
-
-
-def section_name(section: Section) -> str:
-    """The section spec echoed in the FETCH response: `1.2.MIME`, `HEADER.FIELDS (From)`."""
-    parts = ".".join(str(n) for n in section.part)
-    if section.text is None:
-        return parts
-    spec = section.text.value
-    if section.text in (SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT):
-        names = " ".join(r.astring(f).decode("ascii") for f in section.fields)
-        spec = f"{spec} ({names})"
-    return f"{parts}.{spec}" if parts else spec
-
-
-def _no_nul(data: bytes) -> bytes:
-    # RFC 9051 §4.3: a literal cannot carry NUL; map it to 0x80 as Dovecot does
-    # (keeps every offset and size) until BINARY is offered.
-    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
-
-
 # ---------------------------------------------------------------- SEARCH helpers
 
 
@@ -465,6 +367,8 @@ class ImapConnection:
         self.folder: Folder | None = None  # the selected folder
         self.view: FolderView | None = None
         self.enabled: set[str] = set()  # ENABLE'd or implied extensions (CONDSTORE, QRESYNC)
+        # RFC 5182 "$": UIDs of the last SEARCH RETURN (SAVE) in this selection.
+        self.saved: frozenset[int] = frozenset()
         self.bad_commands = 0
         self.stopping = False
         self._out: list[bytes] = []
@@ -484,6 +388,16 @@ class ImapConnection:
         if self.user is None:
             return State.NOT_AUTHENTICATED
         return State.SELECTED if self.view is not None else State.AUTHENTICATED
+
+    @property
+    def rev2(self) -> bool:
+        """IMAP4rev2 behaviour (RFC 9051) once the client enabled it."""
+        return "IMAP4rev2" in self.enabled
+
+    @property
+    def utf8(self) -> bool:
+        """Mailbox names in UTF-8, not modified UTF-7 (RFC 6855 §3, RFC 9051 §5.1)."""
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4rev2" in self.enabled
 
     @property
     def mailbox_id(self) -> int:
@@ -667,7 +581,7 @@ class ImapConnection:
             case Enable(capabilities=wanted):
                 self._on_enable(wanted)
             case Namespace():
-                self.send(r.namespace_line([("", SEPARATOR)], None, None))
+                self.send(r.namespace_line([("", SEPARATOR)], None, None, utf8=self.utf8))
             case Create():
                 await self._on_create(command)
             case Delete():
@@ -725,8 +639,9 @@ class ImapConnection:
     def _on_enable(self, wanted: Sequence[str]) -> None:
         """RFC 5161: ENABLED lists what this command turned on, nothing else."""
         newly = []
-        for cap in wanted:
-            if cap in ENABLEABLE and cap not in self.enabled:
+        for name in wanted:
+            cap = _ENABLEABLE_BY_UPPER.get(name.upper(), "")  # the parser upper-cases
+            if cap and cap not in self.enabled:
                 newly.append(cap)
                 self.enabled.add(cap)
         if "QRESYNC" in self.enabled:
@@ -749,7 +664,7 @@ class ImapConnection:
         folder = await self._mail_folder(mailbox)
         usage = await self._quota_usage()
         roots = [QUOTA_ROOT] if usage is not None else []
-        self.send(r.quotaroot_line(imap_name(folder.name), roots))
+        self.send(r.quotaroot_line(imap_name(folder.name), roots, utf8=self.utf8))
         if usage is not None:
             self.send(r.quota_line(QUOTA_ROOT, {"STORAGE": _storage_kib(*usage)}))
 
@@ -897,9 +812,10 @@ class ImapConnection:
     # ------------------------------------------------------------ folders
 
     def _stored_name(self, wire: str) -> str:
-        """The store's name for a mailbox name as sent (modified UTF-7 decoded)."""
+        """The store's name for a mailbox name as sent (modified UTF-7 decoded,
+        unless the session speaks UTF-8 names)."""
         try:
-            name = decode_mailbox(wire)
+            name = wire if self.utf8 else decode_mailbox(wire)
         except ValueError:
             raise _Refused("NO", "Invalid mailbox name", r.code("CANNOT")) from None
         head, sep, rest = name.partition(SEPARATOR)
@@ -936,12 +852,19 @@ class ImapConnection:
         view = FolderView(folder, snapshot, read_only=read_only)
         view.condstore = "CONDSTORE" in self.enabled
         view.qresync = "QRESYNC" in self.enabled
+        self.saved = frozenset()  # RFC 5182 §2.1: "$" is empty in a new selection
         self.send(r.flags_line(FOLDER_FLAGS))
         self.send(r.exists_line(view.exists))
-        self.send(r.recent_line(0))
-        first_unseen = view.first_unseen() if folder.unseen else None
-        if first_unseen is not None:
-            self.send(r.untagged_status("OK", "First unseen", r.code("UNSEEN", first_unseen)))
+        if self.rev2:
+            # RFC 9051 §6.3.2: LIST with the mailbox name instead of RECENT and UNSEEN.
+            attrs = [folder.special_use] if folder.special_use else []
+            self.send(r.list_line(attrs, SEPARATOR, imap_name(folder.name), utf8=True))
+        else:
+            self.send(r.recent_line(0))
+            first_unseen = view.first_unseen() if folder.unseen else None
+            if first_unseen is not None:
+                code = r.code("UNSEEN", first_unseen)
+                self.send(r.untagged_status("OK", "First unseen", code))
         self.send(r.untagged_status("OK", "UIDs valid", r.code("UIDVALIDITY", folder.uidvalidity)))
         uidnext = max(folder.uidnext, view.largest_uid + 1)
         self.send(r.untagged_status("OK", "Predicted next UID", r.code("UIDNEXT", uidnext)))
@@ -967,7 +890,8 @@ class ImapConnection:
         changes = await self.ctx.mail.changes_since(view.folder_id, modseq)
         gone = changes.expunged
         if known is not None:
-            gone = [u for u in gone if known.contains(u, view.largest_uid)]
+            saved = sorted(self.saved)  # UID FETCH $ (CHANGEDSINCE n VANISHED)
+            gone = [u for u in gone if known.contains(u, view.largest_uid, saved)]
         self.send(r.vanished_line(gone, earlier=True))
         if not fetch:
             return
@@ -1001,7 +925,9 @@ class ImapConnection:
         except FolderNotFound:
             raise _Refused("NO", "Mailbox does not exist", r.code("NONEXISTENT")) from None
         except FolderHasChildren:
-            raise _Refused("NO", "Mailbox has inferior mailboxes", r.code("INUSE")) from None
+            # RFC 9051 §7.1 HASCHILDREN; IMAP4rev1 clients know only INUSE.
+            code = r.code("HASCHILDREN" if self.rev2 else "INUSE")
+            raise _Refused("NO", "Mailbox has inferior mailboxes", code) from None
         except DefaultFolderProtected:
             raise _Refused("NO", "Default folders cannot be deleted", r.code("CANNOT")) from None
         except NotPermitted:
@@ -1059,8 +985,8 @@ class ImapConnection:
 
     def _pattern(self, reference: str, pattern: str) -> re.Pattern[str]:
         try:
-            ref = decode_mailbox(reference)
-            pat = decode_mailbox(pattern)
+            ref = reference if self.utf8 else decode_mailbox(reference)
+            pat = pattern if self.utf8 else decode_mailbox(pattern)
         except ValueError:
             raise _Refused("BAD", "Invalid mailbox name or pattern") from None
         if ref and not pat.startswith(SEPARATOR):
@@ -1126,10 +1052,11 @@ class ImapConnection:
             if name in subscribed and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
                 attrs.append("\\Subscribed")
             extended = {"CHILDINFO": ["SUBSCRIBED"]} if name in childinfo else None
-            self.send(r.list_line(attrs, SEPARATOR, imap_name(name), extended=extended))
+            shown = imap_name(name)
+            self.send(r.list_line(attrs, SEPARATOR, shown, extended=extended, utf8=self.utf8))
             if "STATUS" in returns and folder is not None:
                 values = await self._status_values(folder, command.status_items)
-                self.send(r.status_line(imap_name(name), values))
+                self.send(r.status_line(shown, values, utf8=self.utf8))
 
     async def _on_lsub(self, command: Lsub) -> None:
         if command.pattern == "":
@@ -1141,12 +1068,12 @@ class ImapConnection:
             shown = imap_name(name)
             if rx.fullmatch(shown):
                 attrs = [] if name in existing else ["\\Noselect"]
-                self.send(r.lsub_line(attrs, SEPARATOR, shown))
+                self.send(r.lsub_line(attrs, SEPARATOR, shown, utf8=self.utf8))
 
     async def _on_status(self, command: Status) -> None:
         folder = await self._mail_folder(command.mailbox)
         values = await self._status_values(folder, command.items)
-        self.send(r.status_line(imap_name(folder.name), values))
+        self.send(r.status_line(imap_name(folder.name), values, utf8=self.utf8))
 
     async def _status_values(self, folder: Folder, wanted: Sequence[str]) -> dict[str, int]:
         """STATUS items from the folder's counters (RFC 9051 §6.3.11, RFC 8438 SIZE)."""
@@ -1178,6 +1105,8 @@ class ImapConnection:
         return values
 
     async def _on_append(self, command: Append) -> None:
+        if command.utf8 and not self.utf8:
+            raise _Refused("BAD", "APPEND UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
         folder = await self._mail_folder(command.mailbox, missing="TRYCREATE")
         if len(command.message) > self.settings.append_limit:
             raise _Refused("NO", "Message too big", r.code("TOOBIG"))
@@ -1242,6 +1171,9 @@ class ImapConnection:
         """The UIDs a sequence set names, ascending; BAD for a sequence number past the end."""
         view = self.view
         assert view is not None
+        if sequence_set.saved:
+            # RFC 5182 §2.2: "$" names the saved messages still here, by UID or number.
+            return sorted(u for u in self.saved if view.seq_of(u) is not None)
         if uid:
             ranges = sequence_set.resolve(view.largest_uid)
             out = []
@@ -1261,6 +1193,7 @@ class ImapConnection:
         view = self.view
         self.view = None
         self.folder = None
+        self.saved = frozenset()
         if expunge and view is not None and not view.read_only:
             # RFC 9051 §6.4.1: silently remove \Deleted messages, no EXPUNGE responses.
             states = await self.ctx.mail.item_states(view.folder_id)
@@ -1415,7 +1348,7 @@ class ImapConnection:
         if command.vanished and "QRESYNC" not in self.enabled:
             raise _Refused("BAD", "QRESYNC is not enabled")  # RFC 7162 §3.2.6
         for attr in command.attributes:
-            if isinstance(attr, BinarySection | BinarySize) or attr is FetchItem.SAVEDATE:
+            if attr is FetchItem.SAVEDATE:
                 raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
             if isinstance(attr, BodySection) and not all(
                 r.atom_ok(f) or f.isascii() for f in attr.section.fields
@@ -1583,7 +1516,7 @@ class ImapConnection:
                     origin, length = partial
                     value = value[origin : origin + length]
                     name += f"<{origin}>"
-                return (name, r.literal(_no_nul(value)))
+                return (name, r.literal(no_nul(value)))
             case FetchItem.FLAGS:
                 return ("FLAGS", r.flags_list(flag_names(state)))
             case FetchItem.UID:
@@ -1606,29 +1539,70 @@ class ImapConnection:
             case FetchItem.BODY:
                 return ("BODY", r.body(summ().bodystructure))
             case FetchItem.RFC822:
-                return ("RFC822", r.literal(_no_nul(await read())))
+                return ("RFC822", r.literal(no_nul(await read())))
             case FetchItem.RFC822_HEADER | FetchItem.RFC822_TEXT:
                 data = await read()
                 end = len(item.header_prefix) + summ().header_size
                 part = data[:end] if attr is FetchItem.RFC822_HEADER else data[end:]
-                return (attr.value, r.literal(_no_nul(part)))
+                return (attr.value, r.literal(no_nul(part)))
+            case BinarySection(part=part, partial=partial):
+                value = await self._binary(item, read, summ, part)
+                name = f"BINARY[{'.'.join(map(str, part))}]"
+                if value is None:
+                    return (name, b"NIL")
+                if partial is not None:
+                    origin, length = partial
+                    value = value[origin : origin + length]
+                    name += f"<{origin}>"
+                # RFC 3516 §4.2: literal8 only where a NUL needs it.
+                return (name, r.literal(value, binary=b"\x00" in value))
+            case BinarySize(part=part):
+                value = await self._binary(item, read, summ, part)
+                return (f"BINARY.SIZE[{'.'.join(map(str, part))}]", b"%d" % len(value or b""))
             case _:
-                # SAVEDATE and BINARY were refused before any output.
+                # SAVEDATE was refused before any output.
                 raise _Refused("BAD", "FETCH item not supported yet", r.code("CANNOT"))
+
+    async def _binary(
+        self,
+        item: Item,
+        read: Callable[[], Awaitable[bytes]],
+        summ: Callable[[], MessageSummary],
+        part: tuple[int, ...],
+    ) -> bytes | None:
+        data = await read()
+        try:
+            return binary_bytes(data, len(item.header_prefix), summ().bodystructure, part)
+        except UnknownEncoding:
+            # RFC 3516 §4.3; the FETCH responses already sent for other messages stand.
+            raise _Refused(
+                "NO", "Cannot decode this part's transfer encoding", r.code("UNKNOWN-CTE")
+            ) from None
 
     # ------------------------------------------------------------ SEARCH
 
     async def _on_search(self, command: Search) -> None:
+        try:
+            await self._search(command)
+        except BaseException:
+            if command.return_options is not None and "SAVE" in command.return_options:
+                self.saved = frozenset()  # RFC 5182 §2.1: a failed SEARCH leaves "$" empty
+            raise
+
+    async def _search(self, command: Search) -> None:
         view = self.view
         assert view is not None
+        wanted = command.return_options
+        saving = wanted is not None and "SAVE" in wanted
         if command.charset is not None and command.charset not in SEARCH_CHARSETS:
             raise _Refused("NO", "Unsupported charset", r.code("BADCHARSET", SEARCH_CHARSETS))
-        wanted = command.return_options
         if wanted is not None:
             unknown = [o for o in wanted if o not in ESEARCH_RESULTS]
             if unknown:
                 raise _Refused("BAD", f"Unknown RETURN option {unknown[0]}")
             wanted = wanted or ("ALL",)  # RFC 4731 §3.1: RETURN () means ALL
+        elif self.rev2:
+            wanted = ("ALL",)  # RFC 9051 §6.4.4: IMAP4rev2 answers with ESEARCH only
         by_modseq = _uses_modseq(command.criteria)
         if by_modseq:
             self._enable_condstore()
@@ -1650,6 +1624,9 @@ class ImapConnection:
                     assert seq is not None
                     if await self._matches(command.criteria, item, seq, cache):
                         matched.append(item.uid)
+        if saving:
+            # After matching: "$" in this SEARCH's own criteria meant the old result.
+            self.saved = _saved_result(matched, wanted or ())
         found = matched if command.uid else [view.seq_of(u) or 0 for u in matched]
         # RFC 7162 §3.1.5: a search by MODSEQ reports the highest MODSEQ it found.
         highest = max((view.states[u].modseq for u in matched), default=None) if by_modseq else None
@@ -1667,6 +1644,8 @@ class ImapConnection:
             results["COUNT"] = len(found)
         if highest is not None:
             results["MODSEQ"] = highest
+        if saving and set(wanted) == {"SAVE"}:
+            return  # RFC 5182 §2.1: SAVE alone returns no ESEARCH response
         self.send(r.esearch_line(command.tag, command.uid, results))
 
     async def _matches(
@@ -1703,6 +1682,8 @@ class ImapConnection:
                 assert isinstance(item, Item)
                 return item.size > size if larger else item.size < size
             case SearchSequence(sequence_set=sset, uid=uid):
+                if sset.saved:
+                    return item.uid in self.saved
                 if uid:
                     return sset.contains(item.uid, view.largest_uid)
                 return sset.contains(seq, view.exists)
@@ -1757,7 +1738,7 @@ class ImapConnection:
             return needle in summary.subject.casefold() or needle in env["subject"].casefold()
         data = await self._cached_message(item, cache)
         block = data[: len(item.header_prefix) + summary.header_size]
-        fields = _header_fields(block, [name], exclude=False)
+        fields = header_fields(block, [name], exclude=False)
         if fields == b"\r\n":
             return False  # the message has no such field
         values = []
@@ -1857,9 +1838,23 @@ def _as_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _saved_result(matched: Sequence[int], options: Sequence[str]) -> frozenset[int]:
+    """What SEARCH RETURN (SAVE ...) keeps for "$" (RFC 5182 §2.4): every match,
+    unless MIN and/or MAX are the only other options."""
+    if not matched or {"ALL", "COUNT"} & set(options) or set(options) == {"SAVE"}:
+        return frozenset(matched)
+    kept = set()
+    if "MIN" in options:
+        kept.add(matched[0])
+    if "MAX" in options:
+        kept.add(matched[-1])
+    return frozenset(kept)
+
+
 def _sets_seen(attr: FetchAttribute) -> bool:
-    """RFC 9051 §6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
-    if isinstance(attr, BodySection):
+    """RFC 9051 §6.4.5: BODY[...] and BINARY[...] (not PEEK), RFC822 and RFC822.TEXT
+    set \\Seen."""
+    if isinstance(attr, BodySection | BinarySection):
         return not attr.peek
     return attr in (FetchItem.RFC822, FetchItem.RFC822_TEXT)
 
@@ -1880,7 +1875,7 @@ def _flags_from_names(names: Sequence[str]) -> tuple[int, tuple[str, ...]]:
 
 def _needs_bytes(attr: FetchAttribute) -> bool:
     """Whether a FETCH item reads the message file (not only the stored summary)."""
-    return isinstance(attr, BodySection) or attr in (
+    return isinstance(attr, BodySection | BinarySection | BinarySize) or attr in (
         FetchItem.RFC822,
         FetchItem.RFC822_HEADER,
         FetchItem.RFC822_TEXT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.protocol.imap.conftest import ImapTestServer, Session
 
 # What the server offers before login over TLS, and what it must never offer there.
-PRE_LOGIN = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "AUTH=PLAIN"}
+PRE_LOGIN = {"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "AUTH=PLAIN"}
 # After login; extensions being added (CONDSTORE, ...) may join, so a subset check.
 POST_LOGIN = {
     "IMAP4rev1",

@@ -127,8 +127,8 @@ def test_delete_protected(imap: ImapTestServer) -> None:
 
 def test_delete_with_children_refused(imap: ImapTestServer) -> None:
     # A choice RFC 9051 §6.3.5 allows: the server may refuse to delete a mailbox that has
-    # inferiors (never remove them). It says so with NO [INUSE]; RFC 9051's HASCHILDREN is
-    # an IMAP4rev2 code and this server is IMAP4rev1.
+    # inferiors (never remove them). It says so with NO [INUSE] to IMAP4rev1 clients and
+    # with RFC 9051's HASCHILDREN once IMAP4rev2 is enabled (tests/protocol/imap/test_rev2.py).
     s = imap.login()
     s.ok("CREATE Tree/Branch")
     s.expect("DELETE Tree", "NO", "INUSE")

@@ -504,7 +504,8 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """One message (no MULTIAPPEND, no CATENATE); `binary` if sent as literal8 (RFC 3516)."""
+    """One message (no MULTIAPPEND, no CATENATE); `binary` if sent as literal8 (RFC 3516),
+    `utf8` if sent as RFC 6855's `UTF8 (~{n}...)` (a message with UTF-8 headers)."""
 
     tag: str
     mailbox: str
@@ -512,6 +513,7 @@ class Append:
     flags: tuple[str, ...] = ()
     internal_date: datetime.datetime | None = None  # always timezone-aware
     binary: bool = False
+    utf8: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -677,7 +677,8 @@ def _status(r: _Reader, tag: str) -> Command:
 
 
 def _append(r: _Reader, tag: str) -> Command:
-    """RFC 9051 §6.3.12: APPEND mailbox [SP flag-list] [SP date-time] SP literal."""
+    """RFC 9051 §6.3.12: APPEND mailbox [SP flag-list] [SP date-time] SP literal,
+    or RFC 6855's UTF8 (literal8) in place of the literal."""
     r.sp()
     mailbox = _mailbox(r)
     r.sp()
@@ -689,6 +690,14 @@ def _append(r: _Reader, tag: str) -> Command:
     if r.peek(b'"'):
         when = _date_time(r.string("date-time"))
         r.sp()
+    if r.peek_atom() == "UTF8":
+        # RFC 6855 §4: append-data-ext "UTF8" SP "(" literal8 ")"
+        r.atom("UTF8")
+        r.sp()
+        r.expect(b"(", "(")
+        message, _ = r.literal("message literal8", binary=True)
+        r.expect(b")", ")")
+        return Append(tag, mailbox, message, flags, when, binary=True, utf8=True)
     message, binary = r.literal("message literal", binary=True)
     return Append(tag, mailbox, message, flags, when, binary)
 
