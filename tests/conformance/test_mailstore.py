@@ -53,6 +53,7 @@ async def check_counters(backend: Any, folder_id: int, mailbox: int = MBX) -> Fo
     assert folder.size == sum(i.size for i in items)
     assert all(i.uid < folder.uidnext for i in items)
     assert all(i.modseq <= folder.highest_modseq for i in items)
+    assert await backend.mailstore.mailbox_size(mailbox) == sum(f.size for f in folders)
     return folder
 
 
@@ -243,6 +244,31 @@ async def test_delete_mailbox_returns_unreferenced_blobs(backend: Any) -> None:
     # Recreated folders get a fresh UIDVALIDITY... and their UIDs start over.
     folders = await ms.create_default_folders(MBX)
     assert folders[0].uidnext == 1
+
+
+async def test_mailbox_size_sums_every_folder_of_that_mailbox(backend: Any) -> None:
+    # What quotas count (SMTP RCPT and delivery, IMAP QUOTA): every folder, one mailbox.
+    ms = backend.mailstore
+    assert await ms.mailbox_size(MBX) == 0  # no folders yet
+    await ms.create_default_folders(MBX)
+    await ms.create_default_folders(MBX + 1)
+    assert await ms.mailbox_size(MBX) == 0
+    items = await ms.deliver([new(size=10), new(size=20), new("Drafts", size=300)])
+    await ms.deliver([new(size=4000, mailbox=MBX + 1)])
+    assert await ms.mailbox_size(MBX) == 330
+    await ms.create_folder(MBX, "Archive/2024")
+    archive = await ms.get_folder(MBX, "Archive/2024")
+    await ms.copy_items(items[0].folder_id, [items[1].uid], archive.id)
+    assert await ms.mailbox_size(MBX) == 350  # a copy counts again (it is another item)
+    await ms.move_items(items[0].folder_id, [items[0].uid], archive.id)
+    assert await ms.mailbox_size(MBX) == 350  # a move does not
+    await ms.expunge(items[0].folder_id, [items[1].uid])
+    assert await ms.mailbox_size(MBX) == 330
+    await ms.delete_folder(MBX, "Archive/2024")
+    assert await ms.mailbox_size(MBX) == 300
+    assert await ms.mailbox_size(MBX + 1) == 4000
+    await ms.delete_mailbox(MBX)
+    assert await ms.mailbox_size(MBX) == 0
 
 
 async def test_recreated_mailbox_never_reuses_uidvalidity(backend: Any) -> None:

@@ -22,7 +22,7 @@ def test_store_failure_is_a_tagged_no(
             raise OSError(5, "Input/output error")  # what a failing disk gives
 
         # Error injection only: the service under test is real, the store call fails.
-        monkeypatch.setattr(server.ctx.mail, "item_briefs", failing)
+        monkeypatch.setattr(server.org.server.mailbox_backend.mail, "item_briefs", failing)
         lines = a.cmd("UID FETCH 1:* (UID ENVELOPE)")
         assert lines[-1].startswith(f"t{a.n} NO [SERVERBUG] Internal error"), lines
         monkeypatch.undo()

@@ -21,6 +21,7 @@ import pytest
 from imapclient import IMAPClient  # type: ignore[import-untyped]
 
 from postwerk.directory.passwords import LoginThrottle
+from postwerk.frontend.routing import SingleServerLocator
 from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
 from postwerk.services.tls import server_context
 from tests.conftest import DOMAIN, PASSWORD, RunningServer
@@ -100,11 +101,9 @@ def start_imap(org: RunningServer, settings: ImapSettings | None = None) -> Imap
     async def start() -> ImapServer:
         ctx = ImapContext(
             directory=org.server.directory,
-            mail=org.server.backend.sql.mailstore,
-            blobs=org.server.backend.blobs,
+            locator=SingleServerLocator(org.server.mailbox_backend),
             throttle=LoginThrottle(time.monotonic),
             tls_context=tls_context,
-            notifier=org.server.notifier,
             settings=settings or ImapSettings(),
             tarpit_override=0.01,
         )

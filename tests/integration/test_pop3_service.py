@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from postwerk.directory.passwords import LoginThrottle
+from postwerk.frontend.routing import SingleServerLocator
 from postwerk.protocols.pop3 import top_of
 from postwerk.services.pop3 import (
     INLINE_MESSAGE_BYTES,
@@ -102,8 +103,7 @@ def start_pop(org: RunningServer, settings: Pop3Settings | None = None) -> PopSe
     async def start() -> PopServer:
         ctx = Pop3Context(
             directory=org.server.directory,
-            mail=org.server.backend.sql.mailstore,
-            blobs=org.server.backend.blobs,
+            locator=SingleServerLocator(org.server.mailbox_backend),
             throttle=LoginThrottle(time.monotonic),
             tls_context=tls_context,
             settings=settings or Pop3Settings(),

@@ -577,7 +577,8 @@ def mailbox_set_password(address: str, password_stdin: bool, data_dir: Path) -> 
 def mailbox_set_quota(address: str, quota: str, data_dir: Path) -> None:
     """Set a mailbox's storage quota (Set-Mailbox -ProhibitSendReceiveQuota): a
     number of bytes, with an optional K/M/G suffix (1024-based), or 'unlimited'.
-    IMAP clients see it through QUOTA (RFC 9208); APPEND and COPY past it are refused."""
+    IMAP clients see it through QUOTA (RFC 9208); APPEND and COPY past it are refused,
+    and so is mail to a full mailbox (552 5.2.2 at RCPT TO, or an NDR at delivery)."""
     limit = _parse_quota(quota)
     _run(_with_backend(data_dir, lambda c: c.directory.set_quota(address, limit)))
     shown = "unlimited" if limit is None else f"{limit} bytes"

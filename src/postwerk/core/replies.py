@@ -121,6 +121,9 @@ SEND_AS_DENIED = Reply(
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 SENDER_DOMAIN_INVALID = Reply(501, "5.1.8", "Bad sender address syntax")
 SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+# The recipient's mailbox is at or would pass its storage quota (Exchange's
+# ProhibitSendReceiveQuota; Dovecot quota-status answers the same code and status).
+MAILBOX_FULL = Reply(552, "5.2.2", "Mailbox full")
 
 # Size
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")

@@ -18,6 +18,7 @@ from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
 from postwerk.directory.service import Directory
+from postwerk.frontend.routing import MailboxBackend, SingleServerLocator
 from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import ProtocolRuntime
@@ -116,6 +117,13 @@ class AllInOneServer:
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
+    # The mailbox database as the IMAP4/POP3 back end serves it (frontend/routing.py).
+    mailbox_backend: MailboxBackend = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mailbox_backend = MailboxBackend(
+            self.backend.sql.mailstore, self.backend.blobs, self.notifier
+        )
 
     @property
     def ports(self) -> dict[int, int]:
@@ -150,6 +158,7 @@ class AllInOneServer:
             directory=self.directory,
             lookup=self.lookup,
             transport=self.transport,
+            mail=self.backend.sql.mailstore,
             throttle=throttle,
             tls_context=tls_context,
             connectors=self.lookup.list_receive_connectors,
@@ -181,16 +190,16 @@ class AllInOneServer:
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
         read = self.backend.sql.directory.get_protocol_settings
+        # One process, one mailbox database: every IMAP4/POP3 login is served here.
+        locator = SingleServerLocator(self.mailbox_backend)
         self.pop3 = ProtocolRuntime(
             "pop3",
             Pop3Context(
                 directory=self.directory,
-                mail=self.backend.sql.mailstore,
-                blobs=self.backend.blobs,
+                locator=locator,
                 throttle=throttle,  # one failure count per address across the protocols
                 tls_context=tls_context,
                 tarpit_override=self.tarpit_override,
-                notifier=self.notifier,
             ),
             read,
             lambda ctx, h, p, tls: Pop3Listener(ctx, h, p, implicit_tls=tls),
@@ -203,11 +212,9 @@ class AllInOneServer:
             "imap4",
             ImapContext(
                 directory=self.directory,
-                mail=self.backend.sql.mailstore,
-                blobs=self.backend.blobs,
+                locator=locator,
                 throttle=throttle,
                 tls_context=tls_context,
-                notifier=self.notifier,
                 tarpit_override=self.tarpit_override,
             ),
             read,

@@ -2,7 +2,9 @@
 
 Purpose: accept connections and drive the sans-I/O IMAP core
 (`protocols/imap`: `CommandFramer`, `parse_command`, `responses`) over the
-mailbox store, as Exchange 2013's IMAP4 back-end service does. An
+mailbox store, as Exchange 2013's IMAP4 front end and back-end service do
+together: up to login the front end's part, then the store the login's route
+(`frontend/routing.py`) leads to. An
 `ImapChannel` (asyncio Protocol) moves bytes; an `ImapConnection` task per
 client runs the command loop, with one exhaustive `match` over the command
 types and a table of the commands each state allows (RFC 9051 §3). The
@@ -70,9 +72,9 @@ from postwerk.core.errors import (
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
-from postwerk.mailbox.folder_snapshots import FolderSnapshots
+from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
-from postwerk.mailbox.notify import MailboxNotifier, MailboxWatch
+from postwerk.mailbox.notify import MailboxWatch
 from postwerk.mime.summary import MessageSummary, decode_words, summarize
 from postwerk.protocols.imap import (
     Append,
@@ -254,11 +256,9 @@ class ImapContext:
     connection limits span both. Built by the composition root."""
 
     directory: Directory
-    mail: MailStore
-    blobs: BlobStore
+    locator: MailboxLocator  # where each user's mailbox is served (frontend/routing.py)
     throttle: LoginThrottle
     tls_context: ssl.SSLContext | None
-    notifier: MailboxNotifier | None = None
     settings: ImapSettings = field(default_factory=ImapSettings)
     tarpit_override: float | None = None  # tests shorten the failed-login tarpit
     log: structlog.stdlib.BoundLogger = field(
@@ -266,11 +266,6 @@ class ImapContext:
     )
     by_ip: ConnectionCounts[str] = field(default_factory=ConnectionCounts)
     by_user: ConnectionCounts[int] = field(default_factory=ConnectionCounts)
-    snapshots: FolderSnapshots | None = None  # built from `mail` when not given
-
-    def __post_init__(self) -> None:
-        if self.snapshots is None:
-            self.snapshots = FolderSnapshots(self.mail)
 
 
 ImapChannel = FramedChannel[CommandFramer]
@@ -364,6 +359,7 @@ class ImapConnection:
         self.log = ctx.log.bind(session_id=self.session_id, client_ip=peer_ip)
         self.tls_active = implicit_tls
         self.user: Recipient | None = None
+        self.backend: MailboxBackend | None = None  # the user's mailbox, from login on
         self.folder: Folder | None = None  # the selected folder
         self.view: FolderView | None = None
         self.enabled: set[str] = set()  # ENABLE'd or implied extensions (CONDSTORE, QRESYNC)
@@ -403,6 +399,16 @@ class ImapConnection:
     def mailbox_id(self) -> int:
         assert self.user is not None
         return self.user.id
+
+    @property
+    def mail(self) -> MailStore:
+        assert self.backend is not None
+        return self.backend.mail
+
+    @property
+    def blobs(self) -> BlobStore:
+        assert self.backend is not None
+        return self.backend.blobs
 
     # ------------------------------------------------------------ the loop
 
@@ -517,8 +523,8 @@ class ImapConnection:
 
     def _changed(self) -> None:
         """Tell other sessions on this mailbox (IDLE, NOOP) to look again."""
-        if self.ctx.notifier is not None and self.user is not None:
-            self.ctx.notifier.changed((self.user.id,))
+        if self.backend is not None and self.backend.notifier is not None:
+            self.backend.notifier.changed((self.mailbox_id,))
 
     # ------------------------------------------------------------ dispatch
 
@@ -657,8 +663,7 @@ class ImapConnection:
         recipient = await self.ctx.directory.store.get_recipient(self.mailbox_id)
         if recipient is None or recipient.quota_bytes is None:
             return None
-        used = sum(f.size for f in await self.ctx.mail.list_folders(self.mailbox_id))
-        return used, recipient.quota_bytes
+        return await self.mail.mailbox_size(self.mailbox_id), recipient.quota_bytes
 
     async def _on_getquotaroot(self, mailbox: str) -> None:
         folder = await self._mail_folder(mailbox)
@@ -783,6 +788,12 @@ class ImapConnection:
         if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
             return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
+        route = await self.ctx.locator.locate(user, "imap4")
+        if not isinstance(route, LocalRoute):
+            self.log.warning("mailbox_unavailable", account=account, reason=route.reason)
+            text = "Your mailbox is not available right now, try again later"
+            return r.tagged(tag, "NO", text, r.code("UNAVAILABLE"))  # RFC 5530
+        self.backend = route.backend
         self.user = user
         self.ctx.by_user.add(user.id)
         # Literals up to the APPENDLIMIT from now on (RFC 7889), synchronizing or not:
@@ -823,7 +834,7 @@ class ImapConnection:
 
     async def _mail_folder(self, wire: str, missing: str = "NONEXISTENT") -> Folder:
         try:
-            folder = await self.ctx.mail.get_folder(self.mailbox_id, self._stored_name(wire))
+            folder = await self.mail.get_folder(self.mailbox_id, self._stored_name(wire))
         except FolderNotFound:
             raise _Refused("NO", "Mailbox does not exist", r.code(missing)) from None
         if not folder.is_mail:
@@ -847,8 +858,8 @@ class ImapConnection:
         # The folder row first, then the states: a change between the two reads is
         # taken in again at the next sync rather than missed. An unchanged folder's
         # states come from the process's snapshot without a store read.
-        assert self.ctx.snapshots is not None
-        snapshot = await self.ctx.snapshots.get(folder)
+        assert self.backend is not None
+        snapshot = await self.backend.snapshots.get(folder)
         view = FolderView(folder, snapshot, read_only=read_only)
         view.condstore = "CONDSTORE" in self.enabled
         view.qresync = "QRESYNC" in self.enabled
@@ -887,7 +898,7 @@ class ImapConnection:
         """RFC 7162 §3.2.5.1 / §3.2.6: VANISHED (EARLIER) for UIDs expunged since
         `modseq` (limited to `known`), then FETCH for items changed since. Our
         tombstones are exact, so the sequence-match hint is not needed."""
-        changes = await self.ctx.mail.changes_since(view.folder_id, modseq)
+        changes = await self.mail.changes_since(view.folder_id, modseq)
         gone = changes.expunged
         if known is not None:
             saved = sorted(self.saved)  # UID FETCH $ (CHANGEDSINCE n VANISHED)
@@ -909,7 +920,7 @@ class ImapConnection:
         if problem is not None:
             raise _Refused("NO", problem, r.code("CANNOT"))
         try:
-            await self.ctx.mail.create_folder(self.mailbox_id, name)
+            await self.mail.create_folder(self.mailbox_id, name)
         except AlreadyExists:
             raise _Refused("NO", "Mailbox already exists", r.code("ALREADYEXISTS")) from None
         except InvalidName as exc:
@@ -921,7 +932,7 @@ class ImapConnection:
             self.view = None  # deleting the selected folder deselects it
             self.folder = None
         try:
-            await self.ctx.mail.delete_folder(self.mailbox_id, name)
+            await self.mail.delete_folder(self.mailbox_id, name)
         except FolderNotFound:
             raise _Refused("NO", "Mailbox does not exist", r.code("NONEXISTENT")) from None
         except FolderHasChildren:
@@ -943,7 +954,7 @@ class ImapConnection:
             await self._rename_inbox(new)
             return
         try:
-            renamed = await self.ctx.mail.rename_folder(self.mailbox_id, old, new)
+            renamed = await self.mail.rename_folder(self.mailbox_id, old, new)
         except FolderNotFound:
             raise _Refused("NO", "Mailbox does not exist", r.code("NONEXISTENT")) from None
         except AlreadyExists:
@@ -959,15 +970,15 @@ class ImapConnection:
         """RFC 9051 §6.3.6: renaming INBOX moves its messages to a new mailbox and
         leaves INBOX, empty, where it is."""
         try:
-            target = await self.ctx.mail.create_folder(self.mailbox_id, new)
+            target = await self.mail.create_folder(self.mailbox_id, new)
         except AlreadyExists:
             raise _Refused("NO", "Mailbox already exists", r.code("ALREADYEXISTS")) from None
         except InvalidName as exc:
             raise _Refused("NO", str(exc), r.code("CANNOT")) from None
-        inbox = await self.ctx.mail.get_folder(self.mailbox_id, "Inbox")
-        uids = [s.uid for s in await self.ctx.mail.item_states(inbox.id)]
+        inbox = await self.mail.get_folder(self.mailbox_id, "Inbox")
+        uids = [s.uid for s in await self.mail.item_states(inbox.id)]
         for start in range(0, len(uids), 1000):  # bounded transactions
-            await self.ctx.mail.move_items(inbox.id, uids[start : start + 1000], target.id)
+            await self.mail.move_items(inbox.id, uids[start : start + 1000], target.id)
         if uids:
             self._changed()
 
@@ -975,9 +986,9 @@ class ImapConnection:
         name = self._stored_name(command.mailbox)
         try:
             if isinstance(command, Subscribe):
-                await self.ctx.mail.subscribe(self.mailbox_id, name)
+                await self.mail.subscribe(self.mailbox_id, name)
             else:
-                await self.ctx.mail.unsubscribe(self.mailbox_id, name)
+                await self.mail.unsubscribe(self.mailbox_id, name)
         except InvalidName as exc:
             raise _Refused("NO", str(exc), r.code("CANNOT")) from None
         except NotFound:
@@ -1011,11 +1022,11 @@ class ImapConnection:
             self.send(r.list_line(["\\Noselect"], SEPARATOR, ""))
             return
         folders = {
-            f.name: f for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail
+            f.name: f for f in await self.mail.list_folders(self.mailbox_id) if f.is_mail
         }
         subscribed: set[str] = set()
         if "SUBSCRIBED" in selection or "SUBSCRIBED" in returns:
-            subscribed = set(await self.ctx.mail.list_subscriptions(self.mailbox_id))
+            subscribed = set(await self.mail.list_subscriptions(self.mailbox_id))
         regexes = [self._pattern(command.reference, p) for p in command.patterns]
 
         def matches(name: str) -> bool:
@@ -1063,8 +1074,8 @@ class ImapConnection:
             self.send(r.lsub_line(["\\Noselect"], SEPARATOR, ""))
             return
         rx = self._pattern(command.reference, command.pattern)
-        existing = {f.name for f in await self.ctx.mail.list_folders(self.mailbox_id) if f.is_mail}
-        for name in await self.ctx.mail.list_subscriptions(self.mailbox_id):
+        existing = {f.name for f in await self.mail.list_folders(self.mailbox_id) if f.is_mail}
+        for name in await self.mail.list_subscriptions(self.mailbox_id):
             shown = imap_name(name)
             if rx.fullmatch(shown):
                 attrs = [] if name in existing else ["\\Noselect"]
@@ -1099,7 +1110,7 @@ class ImapConnection:
                     values[item] = self.settings.append_limit
                 case "DELETED":
                     if deleted is None:  # no counter for it: the one O(n) item
-                        states = await self.ctx.mail.item_states(folder.id)
+                        states = await self.mail.item_states(folder.id)
                         deleted = sum(1 for i in states if i.flags & Flag.DELETED)
                     values[item] = deleted
         return values
@@ -1114,7 +1125,7 @@ class ImapConnection:
         # Stored mail has CRLF line ends (mime/summary.py invariant; RFC 9051 §6.3.12).
         data = _BARE_LF.sub(b"\r\n", command.message)
         flags, keywords = _flags_from_names(command.flags)
-        writer = self.ctx.blobs.writer()
+        writer = self.blobs.writer()
         try:
             await writer.write(data)
             blob_id = await writer.commit()
@@ -1136,7 +1147,7 @@ class ImapConnection:
             summary=summary,
             imap_envelope=r.stored_envelope(summary),
         )
-        [item] = await self.ctx.mail.deliver([new])
+        [item] = await self.mail.deliver([new])
         self._changed()
         raise _Done(r.code("APPENDUID", folder.uidvalidity, item.uid))
 
@@ -1154,7 +1165,7 @@ class ImapConnection:
             changes = FolderChanges([], [])
             if folder is not None:
                 try:
-                    changes = await self.ctx.mail.changes_since(view.folder_id, view.modseq)
+                    changes = await self.mail.changes_since(view.folder_id, view.modseq)
                 except FolderNotFound:
                     folder = None  # deleted meanwhile: every message is gone
             for line in view.apply(changes, folder):
@@ -1164,7 +1175,7 @@ class ImapConnection:
                 self.send(line)
 
     async def _folder_row(self, mailbox_id: int, folder_id: int) -> Folder | None:
-        folder = await self.ctx.mail.folder_by_id(folder_id)
+        folder = await self.mail.folder_by_id(folder_id)
         return folder if folder is not None and folder.mailbox_id == mailbox_id else None
 
     def _targets(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
@@ -1196,10 +1207,10 @@ class ImapConnection:
         self.saved = frozenset()
         if expunge and view is not None and not view.read_only:
             # RFC 9051 §6.4.1: silently remove \Deleted messages, no EXPUNGE responses.
-            states = await self.ctx.mail.item_states(view.folder_id)
+            states = await self.mail.item_states(view.folder_id)
             doomed = [i.uid for i in states if i.flags & Flag.DELETED]
             if doomed:
-                await self.ctx.mail.expunge(view.folder_id, doomed)
+                await self.mail.expunge(view.folder_id, doomed)
                 self._changed()
 
     async def _on_expunge(self, command: Expunge | UidExpunge) -> None:
@@ -1207,13 +1218,13 @@ class ImapConnection:
         assert view is not None
         if view.read_only:
             raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
-        states = await self.ctx.mail.item_states(view.folder_id)
+        states = await self.mail.item_states(view.folder_id)
         doomed = [i.uid for i in states if i.flags & Flag.DELETED]
         if isinstance(command, UidExpunge):
             wanted = set(self._targets(command.sequence_set, uid=True))
             doomed = [u for u in doomed if u in wanted]
         if doomed:
-            await self.ctx.mail.expunge(view.folder_id, doomed)
+            await self.mail.expunge(view.folder_id, doomed)
             self._changed()
 
     async def _on_store(self, command: Store) -> None:
@@ -1244,7 +1255,7 @@ class ImapConnection:
                 groups.setdefault((new_flags, new_keywords), []).append(uid)
         changed: set[int] = set()
         for (new_flags, new_keywords), uids in groups.items():
-            found = await self.ctx.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
+            found = await self.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
             view.update_states(i.state for i in found)
             changed.update(uids)
         if groups:
@@ -1273,9 +1284,9 @@ class ImapConnection:
         dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
         usage = await self._quota_usage()
         if usage is not None:  # a copy adds its size; a move does not
-            briefs = await self.ctx.mail.item_briefs(view.folder_id, targets)
+            briefs = await self.mail.item_briefs(view.folder_id, targets)
             _check_quota(usage, sum(b.size for b in briefs))
-        pairs = await self.ctx.mail.copy_items(view.folder_id, targets, dest.id)
+        pairs = await self.mail.copy_items(view.folder_id, targets, dest.id)
         if not pairs:
             return
         self._changed()
@@ -1295,7 +1306,7 @@ class ImapConnection:
             raise _Refused("NO", "Mailbox is read-only", r.code("READ-ONLY"))
         targets = self._targets(command.sequence_set, command.uid)
         dest = await self._mail_folder(command.mailbox, missing="TRYCREATE")
-        pairs = await self.ctx.mail.move_items(view.folder_id, targets, dest.id)
+        pairs = await self.mail.move_items(view.folder_id, targets, dest.id)
         if not pairs:
             return
         self._changed()
@@ -1318,7 +1329,7 @@ class ImapConnection:
     # ------------------------------------------------------------ FETCH
 
     async def _read_message(self, item: Item) -> bytes:
-        return item.header_prefix + await self.ctx.blobs.read(item.blob_id)
+        return item.header_prefix + await self.blobs.read(item.blob_id)
 
     async def _prefetch(
         self, uids: Sequence[int], items: Mapping[int, Item | ItemBrief]
@@ -1340,7 +1351,7 @@ class ImapConnection:
             return {}
         # A few small files (a page of headers) are cheaper to read here than to
         # hand to a thread: with many sessions, the hand-offs were the bottleneck.
-        return await self.ctx.blobs.read_many(wanted, inline=total <= INLINE_FILE_BYTES)
+        return await self.blobs.read_many(wanted, inline=total <= INLINE_FILE_BYTES)
 
     async def _on_fetch(self, command: Fetch) -> None:
         view = self.view
@@ -1379,14 +1390,14 @@ class ImapConnection:
             chunk = targets[start : start + FETCH_CHUNK]
             items: dict[int, Item | ItemBrief] = {}
             if brief:
-                found = await self.ctx.mail.item_briefs(view.folder_id, chunk)
+                found = await self.mail.item_briefs(view.folder_id, chunk)
                 items = {b.uid: b for b in found if b.imap_envelope is not None}
                 if len(items) < len(found):  # stored before ENVELOPEs were kept
                     old = [b.uid for b in found if b.imap_envelope is None]
-                    for i in await self.ctx.mail.items_by_uid(view.folder_id, old):
+                    for i in await self.mail.items_by_uid(view.folder_id, old):
                         items[i.uid] = i
             elif needs_item:
-                items = {i.uid: i for i in await self.ctx.mail.items_by_uid(view.folder_id, chunk)}
+                items = {i.uid: i for i in await self.mail.items_by_uid(view.folder_id, chunk)}
             files: dict[str, bytes] = {}
             for n, uid in enumerate(chunk):
                 seq = view.seq_of(uid)
@@ -1407,7 +1418,7 @@ class ImapConnection:
                     continue
                 state = view.states[uid]
                 if sets_seen and view.live(uid) and not state.flags & Flag.SEEN:
-                    changed = await self.ctx.mail.set_flags(
+                    changed = await self.mail.set_flags(
                         view.folder_id, [uid], state.flags | Flag.SEEN, state.keywords
                     )
                     view.update_states(i.state for i in changed)
@@ -1619,7 +1630,7 @@ class ImapConnection:
         else:
             for start in range(0, len(live), FETCH_CHUNK):
                 chunk = live[start : start + FETCH_CHUNK]
-                for item in await self.ctx.mail.items_by_uid(view.folder_id, chunk):
+                for item in await self.mail.items_by_uid(view.folder_id, chunk):
                     seq = view.seq_of(item.uid)
                     assert seq is not None
                     if await self._matches(command.criteria, item, seq, cache):
@@ -1753,7 +1764,7 @@ class ImapConnection:
 
     async def _on_idle(self, tag: str) -> bool:
         """RFC 2177: report changes until DONE; the idle timer restarts at each wake."""
-        notifier = self.ctx.notifier
+        notifier = self.backend.notifier if self.backend is not None else None
         if notifier is None:
             raise _Refused("NO", "IDLE not available", r.code("UNAVAILABLE"))
         with notifier.watch(self.mailbox_id) as watch:

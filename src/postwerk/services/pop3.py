@@ -46,7 +46,7 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
-from postwerk.mailbox.notify import MailboxNotifier
+from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator
 from postwerk.protocols.pop3 import (
     Auth,
     Capa,
@@ -136,14 +136,12 @@ class Pop3Context:
     by the 110 and 995 listeners, so locks and connection limits span both."""
 
     directory: Directory
-    mail: MailStore
-    blobs: BlobStore
+    locator: MailboxLocator  # where each user's mailbox is served (frontend/routing.py)
     throttle: LoginThrottle
     tls_context: ssl.SSLContext | None
     settings: Pop3Settings = field(default_factory=Pop3Settings)
     tarpit_override: float | None = None  # tests shorten the failed-login tarpit
     locks: MaildropLocks = field(default_factory=MaildropLocks)
-    notifier: MailboxNotifier | None = None  # tells other sessions about expunges
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.pop3")
     )
@@ -222,12 +220,23 @@ class Pop3Connection:
         self.tls_active = implicit_tls
         self.user_name: str | None = None  # from USER, waiting for PASS
         self.user: Recipient | None = None
+        self.backend: MailboxBackend | None = None  # the user's mailbox, from login on
         self.locked: int | None = None  # mailbox id whose maildrop this session holds
         self.folder_id = 0
         self.items: dict[str, Item] = {}  # unique-id -> item, the login snapshot
         self.bad_commands = 0
         self.stopping = False
         self._out: list[bytes] = []
+
+    @property
+    def mail(self) -> MailStore:
+        assert self.backend is not None
+        return self.backend.mail
+
+    @property
+    def blobs(self) -> BlobStore:
+        assert self.backend is not None
+        return self.backend.blobs
 
     # ------------------------------------------------------------ the loop
 
@@ -443,6 +452,11 @@ class Pop3Connection:
         if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
             return TOO_MANY_USER_CONNECTIONS
+        route = await self.ctx.locator.locate(user, "pop3")
+        if not isinstance(route, LocalRoute):
+            self.log.warning("mailbox_unavailable", account=account, reason=route.reason)
+            return replies.TEMP_FAILURE
+        self.backend = route.backend
         if not self.ctx.locks.acquire(user.id):
             self.log.info("login_refused", account=account, reason="maildrop in use")
             return replies.MAILDROP_IN_USE
@@ -466,9 +480,9 @@ class Pop3Connection:
 
     async def _snapshot(self, mailbox_id: int) -> list[MaildropEntry]:
         """The Inbox at login (Exchange's POP3 sees only the Inbox), oldest first."""
-        folder = await self.ctx.mail.get_folder(mailbox_id, "Inbox")
+        folder = await self.mail.get_folder(mailbox_id, "Inbox")
         self.folder_id = folder.id
-        items = sorted(await self.ctx.mail.list_items(folder.id), key=lambda i: i.uid)
+        items = sorted(await self.mail.list_items(folder.id), key=lambda i: i.uid)
         entries = []
         for item in items:
             if not item.blob_id:
@@ -523,7 +537,7 @@ class Pop3Connection:
         if item.size <= INLINE_MESSAGE_BYTES:
             return await self._send_small(order, item)
         try:
-            chunks = self.ctx.blobs.stream(item.blob_id, STREAM_CHUNK)
+            chunks = self.blobs.stream(item.blob_id, STREAM_CHUNK)
             first = await anext(chunks, b"")
         except Exception:
             # Nothing of the body was sent yet, so the client can be told.
@@ -560,7 +574,7 @@ class Pop3Connection:
         """A message small enough to read at once on this thread: three thread
         hops per RETR (open, read, EOF) cost more than reading it here."""
         try:
-            found = await self.ctx.blobs.read_many([item.blob_id], inline=True)
+            found = await self.blobs.read_many([item.blob_id], inline=True)
             data = item.header_prefix + found[item.blob_id]
         except Exception:
             self.log.warning("message_unreadable", uid=order.uid, exc_info=True)
@@ -581,12 +595,13 @@ class Pop3Connection:
             wanted = [self.items[uid].uid for uid in uids]
             try:
                 # An item already gone (another client expunged it) counts as removed.
-                await self.ctx.mail.expunge(self.folder_id, wanted)
+                await self.mail.expunge(self.folder_id, wanted)
             except Exception:
                 self.log.exception("update_failed", mailbox=self.user.primary_address)
                 return replies.UPDATE_FAILED
-            if self.ctx.notifier is not None:
-                self.ctx.notifier.changed((self.user.id,))  # IMAP sessions on this Inbox
+            notifier = self.backend.notifier if self.backend is not None else None
+            if notifier is not None:
+                notifier.changed((self.user.id,))  # IMAP sessions on this Inbox
         self.log.info("logout", mailbox=self.user.primary_address, deleted=len(uids))
         return replies.BYE
 

@@ -54,7 +54,9 @@ from postwerk.protocols.smtp.connection import (
 )
 from postwerk.protocols.smtp.extensions import ehlo_lines
 from postwerk.services.tls import describe
+from postwerk.store.api import MailStore
 from postwerk.store.records import DomainType, ReceiveConnector, Recipient, RecipientKind
+from postwerk.transport import quota
 from postwerk.transport.agents import AgentRunner, Event, MessageView, SessionView
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
@@ -81,6 +83,7 @@ class ReceiveContext:
     directory: Directory
     lookup: RecipientLookup  # cached reads for RCPT checks
     transport: TransportService
+    mail: MailStore  # mailbox usage, for quotas at RCPT
     throttle: LoginThrottle
     tls_context: ssl.SSLContext | None
     connectors: Callable[[], Awaitable[list[ReceiveConnector]]]
@@ -658,6 +661,12 @@ class SmtpSession:
                 return replies.UNKNOWN_RECIPIENT
             if recipient.kind == RecipientKind.MAILBOX and not recipient.enabled:
                 return replies.UNKNOWN_RECIPIENT
+            # A full mailbox, or one SIZE= would overfill: refused here rather than
+            # bounced after DATA (transport/quota.py). Groups are checked per member
+            # at delivery.
+            if await quota.refuses(self.ctx.mail, recipient, txn.params.size or 0):
+                self.log.info("recipient_over_quota", recipient=str(address))
+                return quota.rcpt_refused(str(address))
         elif domain is None and not self.rights.relay:
             self.log.info("relay_denied", recipient=str(address))
             return replies.RELAY_DENIED

@@ -312,6 +312,12 @@ class MailStore(Protocol):
         IMAP session reads after each command to see whether its folder changed."""
         ...
 
+    async def mailbox_size(self, mailbox_id: int) -> int:
+        """Octets stored in all of the mailbox's folders: the sum of their size
+        counters, read without touching items (what counts against its quota).
+        0 for a mailbox without folders."""
+        ...
+
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
         """Insert items (one transaction per batch); idempotent per delivery_key."""
         ...

@@ -567,8 +567,12 @@ class OutboundDelivery:
             finished = bool(everyone) and all(r.status in FINAL for r in everyone)
             if finished:
                 await self._commits.commit(TransportCommit(remove=(message.id,)))
-        if finished and not any(r.next_hop.startswith("mailbox:") for r in everyone):
-            # No Inbox refers to the file: it was only ever for the queue. Removed in
+        if finished and not any(
+            r.next_hop.startswith("mailbox:") and r.status == RecipientStatus.DELIVERED
+            for r in everyone
+        ):
+            # No Inbox refers to the file (a mailbox row that failed, e.g. over its
+            # quota, stored nothing): it was only ever for the queue. Removed in
             # batches; a crash before that leaves an orphan file, never a lost message.
             self._doomed.delete(message.blob_id)
 

@@ -59,6 +59,7 @@ from postwerk.transport.dsn import DsnKind, dsn_allowed
 from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
 from postwerk.transport.outbound import dsn_headers, make_dsns, wants_dsn
+from postwerk.transport.quota import DELIVERY_REFUSED, QuotaLedger
 from postwerk.transport.routing import SMTP_HOP, UNREACHABLE, reroute_row
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
@@ -324,6 +325,13 @@ class TransportService:
             return False
         envelope = imap_envelope(summary)
         items = tuple(self._new_item(message, r, summary, envelope) for r in local)
+        ledger = QuotaLedger(self.mail, self.categorizer.directory)
+        for r, item in zip(local, items, strict=True):
+            if not await ledger.admit(r.address, item.mailbox_id, item.size):
+                # Over its quota: the queue path fails that recipient, sends the NDR
+                # and delivers to the others. Rare enough not to duplicate it here.
+                self.log.info("over_quota_at_receipt", queue_id=message.id, recipient=r.address)
+                return False
         delivered = [replace(r, status=RecipientStatus.DELIVERED) for r in local]
         done = {r.address for r in local}
         still_queued = any(r.status in PENDING for r in rows if r.address not in done)
@@ -378,18 +386,28 @@ class TransportService:
         data: dict[str, bytes] | None = None,
     ) -> None:
         """Success DSNs for recipients that asked (NOTIFY=SUCCESS, RFC 3461)."""
-        wanted = [r for r in delivered if wants_dsn(r, DsnKind.DELIVERED)]
-        for message_id in sorted({r.message_id for r in wanted}):
+        await self._report(
+            [(r, DsnKind.DELIVERED, "250 2.0.0 Delivered to Inbox") for r in delivered],
+            messages,
+            data,
+        )
+
+    async def _report(
+        self,
+        outcomes: Sequence[tuple[QueuedRecipient, DsnKind, str]],
+        messages: dict[str, QueuedMessage],
+        data: dict[str, bytes] | None = None,
+    ) -> None:
+        """DSNs about (row, kind, reply) outcomes to the senders, for the recipients
+        whose NOTIFY asks for that kind (RFC 3461: failures by default)."""
+        wanted = [o for o in outcomes if wants_dsn(o[0], o[1])]
+        for message_id in sorted({o[0].message_id for o in wanted}):
             message = messages[message_id]
             try:
                 body = (data or {}).get(message_id) or await self.blobs.read(message.blob_id)
                 if not dsn_allowed(message.sender, body):
                     continue
-                reports = [
-                    (r, DsnKind.DELIVERED, "250 2.0.0 Delivered to Inbox")
-                    for r in wanted
-                    if r.message_id == message_id
-                ]
+                reports = [o for o in wanted if o[0].message_id == message_id]
                 for dsn in make_dsns(
                     message,
                     reports,
@@ -401,7 +419,7 @@ class TransportService:
                 ):
                     await self.submit(dsn, "", [message.sender])
             except Exception:
-                self.log.exception("success_dsn_failed", queue_id=message_id)
+                self.log.exception("dsn_failed", queue_id=message_id)
 
     def _notify(self, delivered: Sequence[QueuedRecipient]) -> None:
         if delivered and self.on_delivered is not None:
@@ -631,24 +649,48 @@ class TransportService:
                 continue
             new_items.append(self._new_item(msg, r, summaries[msg.id], envelopes[msg.id]))
             targets.append(r)
+        # Quota (transport/quota.py): an item that would take its mailbox past the
+        # limit is not stored; its recipient fails for good and the sender gets an NDR.
+        ledger = QuotaLedger(self.mail, self.categorizer.directory)
+        admitted = [
+            await ledger.admit(r.address, item.mailbox_id, item.size)
+            for r, item in zip(targets, new_items, strict=True)
+        ]
+        over = [r for r, ok in zip(targets, admitted, strict=True) if not ok]
+        new_items = [item for item, ok in zip(new_items, admitted, strict=True) if ok]
+        targets = [r for r, ok in zip(targets, admitted, strict=True) if ok]
         delivered = [replace(r, status=RecipientStatus.DELIVERED, last_error="") for r in targets]
-        done = {r.message_id for r in delivered}
+        bounced = [
+            replace(
+                r,
+                status=RecipientStatus.FAILED,
+                attempts=r.attempts + 1,
+                last_error=DELIVERY_REFUSED,
+                next_attempt=now,
+            )
+            for r in over
+        ]
+        final = delivered + bounced
+        done = {r.message_id for r in final}
         finished: list[str] = []
         updates: list[QueuedRecipient] = []
         for message_id in done:
             job = known.get(message_id)
             if job is not None and {r.address for r in job.pending} <= {
-                r.address for r in delivered if r.message_id == message_id
+                r.address for r in final if r.message_id == message_id
             }:
                 finished.append(message_id)  # nothing left: drop the rows in one go
             else:
-                updates.extend(r for r in delivered if r.message_id == message_id)
-        if new_items:
+                updates.extend(r for r in final if r.message_id == message_id)
+        if final:
             change = TransportCommit(
                 deliver=tuple(new_items),
                 update=tuple(updates),
                 remove=tuple(finished),
-                events=tuple(self._deliver_events(delivered, messages)),
+                events=(
+                    *self._deliver_events(delivered, messages),
+                    *self._fail_events(bounced, messages),
+                ),
             )
             try:
                 await self.store.commit(change)
@@ -656,23 +698,36 @@ class TransportService:
                 self.log.exception(
                     "mailbox_delivery_failed",
                     items=len(new_items),
-                    queue_ids=sorted({r.message_id for r in targets}),
+                    queue_ids=sorted({r.message_id for r in targets + over}),
                 )
-                failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets)
-                delivered, done = [], set()
+                failures.extend(self._retry(r, f"store error: {exc}", now) for r in targets + over)
+                delivered, bounced, done = [], [], set()
         if failures:
             await self.queue.update_recipients(failures)
-        unknown = done - set(finished) - set(known)
-        if unknown:
-            await self._forget_finished(unknown)
-        for msg_id in done:
+        stored = {r.message_id for r in delivered}
+        for msg_id in stored:
             self.log.info(
                 "delivered",
                 queue_id=msg_id,
                 recipients=sum(1 for r in delivered if r.message_id == msg_id),
             )
+        for r in bounced:
+            self.log.info("over_quota", queue_id=r.message_id, recipient=r.address)
         self._notify(delivered)
         await self._report_success(delivered, messages)
+        if bounced:
+            # The NDRs first: they may need the message's file, which may go next.
+            bodies = {m: job.data for m, job in known.items() if job.data is not None}
+            failed = [(r, DsnKind.FAILED, DELIVERY_REFUSED) for r in bounced]
+            await self._report(failed, messages, bodies)
+            for message_id in finished:
+                if message_id not in stored:  # no Inbox refers to its file
+                    await self._delete_blob(messages[message_id])
+        # Messages that may have nothing left to do: those read from the queue, and
+        # those with a refused row (its other next hops may have finished meanwhile).
+        unsure = (done - set(known)) | {r.message_id for r in bounced}
+        if unsure - set(finished):
+            await self._forget_finished(unsure - set(finished), messages)
 
     def _deliver_events(
         self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]
@@ -694,12 +749,47 @@ class TransportService:
             for r in delivered
         ]
 
-    async def _forget_finished(self, message_ids: set[str]) -> None:
-        """Drop queue rows of messages with nothing left to do (the blob stays: items use it)."""
+    def _fail_events(
+        self, failed: list[QueuedRecipient], messages: dict[str, QueuedMessage]
+    ) -> list[TrackingEvent]:
+        now = time.time()
+        return [
+            message_event(
+                messages[r.message_id],
+                "FAIL",
+                "STOREDRIVER",
+                (r.address,),
+                r.last_error,
+                timestamp=now,
+                server_hostname=self.server_hostname,
+                connector=messages[r.message_id].connector,
+                client_ip=messages[r.message_id].client_ip,
+                server_ip=messages[r.message_id].server_ip or self.server_ip,
+            )
+            for r in failed
+        ]
+
+    async def _forget_finished(
+        self, message_ids: set[str], messages: dict[str, QueuedMessage]
+    ) -> None:
+        """Drop queue rows of messages with nothing left to do. The blob stays while an
+        Inbox refers to it (a row delivered to a mailbox); otherwise it goes too."""
         for message_id in message_ids:
             rows = await self.queue.recipients(message_id)
             if all(r.status in (RecipientStatus.DELIVERED, RecipientStatus.FAILED) for r in rows):
                 await self.queue.remove_message(message_id)
+                if rows and not any(
+                    r.status == RecipientStatus.DELIVERED and r.next_hop.startswith(MAILBOX_HOP)
+                    for r in rows
+                ):
+                    await self._delete_blob(messages[message_id])
+
+    async def _delete_blob(self, message: QueuedMessage) -> None:
+        try:
+            await self.blobs.delete(message.blob_id)
+        except Exception:
+            # An orphan file, not a lost message.
+            self.log.exception("blob_delete_failed", queue_id=message.id)
 
     @staticmethod
     def _retry(r: QueuedRecipient, error: str, now: float) -> QueuedRecipient:

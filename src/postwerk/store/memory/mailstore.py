@@ -108,6 +108,9 @@ class MemoryMailStore:
     async def folder_by_id(self, folder_id: int) -> Folder | None:
         return self._folders.get(folder_id)
 
+    async def mailbox_size(self, mailbox_id: int) -> int:
+        return sum(f.size for f in self._folders.values() if f.mailbox_id == mailbox_id)
+
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
         # Check every folder first: a batch lands whole or not at all.
         targets: list[int] = []

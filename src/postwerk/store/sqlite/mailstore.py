@@ -336,6 +336,20 @@ class SqliteMailStore:
 
         return await self._db.read_now(run)
 
+    async def mailbox_size(self, mailbox_id: int) -> int:
+        """One indexed read of the folder rows (the (mailbox_id, name) unique index):
+        asked at RCPT TO and before each delivery to a mailbox with a quota."""
+
+        def run(conn: Connection) -> int:
+            rows = _raw_rows(
+                conn,
+                "SELECT COALESCE(SUM(size), 0) FROM folder WHERE mailbox_id = ?",
+                (mailbox_id,),
+            )
+            return int(rows[0][0])
+
+        return await self._db.read_now(run)
+
     async def deliver(self, items: Sequence[NewItem]) -> list[Item]:
         """One write job for the whole batch: all items land, or none do."""
         if not items:

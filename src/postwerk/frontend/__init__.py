@@ -1,0 +1,1 @@
+"""The Client Access front end: what happens between a client's login and its mailbox."""
