@@ -163,6 +163,9 @@ async def test_read_many_and_delete_many(store: Any) -> None:
     c = await put(store, b"third")
     assert await store.read_many([a, b, c]) == {a: b"first", c: b"third"}  # b is gone
     assert await store.read_many([]) == {}
+    # Leading octets only, for the blobs named in `limits` (a message's header).
+    assert await store.read_many([a, c], limits={a: 3}) == {a: b"fir", c: b"third"}
+    assert await store.read_many([a], inline=True, limits={a: 0}) == {a: b""}
     await store.delete_many([a, b, c])  # b already gone: idempotent
     await store.delete_many([])
     assert await store.read_many([a, c]) == {}

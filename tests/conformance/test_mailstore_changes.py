@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from postwerk.core.errors import FolderNotFound
-from postwerk.store.records import Flag, FolderChanges, ItemState
+from postwerk.mime.summary import summarize
+from postwerk.store.records import Flag, FolderChanges, ItemBrief, ItemHead, ItemState
 from tests.conformance.test_mailstore import MBX, inbox, new
 
 
@@ -42,6 +43,34 @@ async def test_items_by_uid(backend: Any) -> None:
     assert await ms.items_by_uid(fid, range(1, 2000)) == everything  # more than one chunk
     with pytest.raises(FolderNotFound):
         await ms.items_by_uid(12345, [1])
+
+
+async def test_item_briefs_and_heads(backend: Any) -> None:
+    ms = backend.mailstore
+    await ms.create_default_folders(MBX)
+    message = b"Subject: hi\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+    summary = summarize(message).to_json()
+    await ms.deliver(
+        [
+            new(key="with", blob="b1", summary=summary, imap_envelope=b"(NIL)"),
+            new(key="without"),  # no MIME summary, no stored ENVELOPE
+        ]
+    )
+    fid = (await inbox(backend)).id
+    prefix = b"Return-Path: <a@example.com>\r\n"
+    date = 1_700_000_000.5
+    assert await ms.item_briefs(fid, [2, 1, 7]) == [
+        ItemBrief(1, 100, date, b"(NIL)"),
+        ItemBrief(2, 100, date, None),
+    ]
+    assert await ms.item_heads(fid, [2, 1, 7]) == [
+        ItemHead(1, "b1", prefix, len(b"Subject: hi\r\nFrom: a@example.com\r\n\r\n"), 100,
+                 date, b"(NIL)"),
+        ItemHead(2, "b0", prefix, 0, 100, date, None),
+    ]  # fmt: skip
+    assert await ms.item_heads(fid, []) == []
+    with pytest.raises(FolderNotFound):
+        await ms.item_heads(12345, [1])
 
 
 async def test_changes_since(backend: Any) -> None:

@@ -177,3 +177,29 @@ async def test_idempotency_probe_does_not_scan(sqlite_path: Path) -> None:
         assert "mailbox_id=? AND delivery_key=?" in text, text
     finally:
         await db.close()
+
+
+async def test_item_heads_of_rows_stored_before_header_size(tmp_path: Path) -> None:
+    """Rows from before migration 0006 have no header_size: it comes from the summary."""
+    path = tmp_path / "old.db"
+    await migrate(path)
+    b = await open_sqlite(path)
+    try:
+        r = await b.directory.add_recipient(RecipientKind.MAILBOX, "old@example.com", "Old")
+        await b.mailstore.create_default_folders(r.id)
+        summary = {"header_size": 42, "size": 100}
+        await b.mailstore.deliver(
+            [NewItem(r.id, "Inbox", "IPM.Note", "blob1", b"", 100, 1.0, summary=summary)]
+        )
+        folder = await b.mailstore.get_folder(r.id, "Inbox")
+        [head] = await b.mailstore.item_heads(folder.id, [1])
+        assert head.header_size == 42  # from the column
+
+        def forget(conn: Connection) -> None:
+            conn.exec_driver_sql("UPDATE item SET header_size = NULL")
+
+        await b.db.write(forget)
+        [head] = await b.mailstore.item_heads(folder.id, [1])
+        assert head.header_size == 42  # from the summary
+    finally:
+        await b.close()

@@ -128,6 +128,8 @@ from postwerk.protocols.imap import (
     SearchSequence,
     SearchSize,
     SearchText,
+    Section,
+    SectionText,
     Select,
     SequenceSet,
     SetQuota,
@@ -160,6 +162,7 @@ from postwerk.store.records import (
     FolderChanges,
     Item,
     ItemBrief,
+    ItemHead,
     ItemState,
     NewItem,
     Recipient,
@@ -1021,9 +1024,7 @@ class ImapConnection:
             # RFC 9051 §6.3.9: the delimiter and root of the reference's hierarchy.
             self.send(r.list_line(["\\Noselect"], SEPARATOR, ""))
             return
-        folders = {
-            f.name: f for f in await self.mail.list_folders(self.mailbox_id) if f.is_mail
-        }
+        folders = {f.name: f for f in await self.mail.list_folders(self.mailbox_id) if f.is_mail}
         subscribed: set[str] = set()
         if "SUBSCRIBED" in selection or "SUBSCRIBED" in returns:
             subscribed = set(await self.mail.list_subscriptions(self.mailbox_id))
@@ -1332,7 +1333,7 @@ class ImapConnection:
         return item.header_prefix + await self.blobs.read(item.blob_id)
 
     async def _prefetch(
-        self, uids: Sequence[int], items: Mapping[int, Item | ItemBrief]
+        self, uids: Sequence[int], items: Mapping[int, Item | ItemBrief | ItemHead]
     ) -> dict[str, bytes]:
         """The files of the next messages of a FETCH chunk in one read (one thread
         hop instead of one per message), up to PREFETCH_BYTES; larger messages are
@@ -1384,18 +1385,37 @@ class ImapConnection:
         needs_item = any(a not in STATE_ATTRIBUTES for a in command.attributes)
         # Metadata (sizes, dates, ENVELOPE) from the brief rows: no summary JSON.
         brief = needs_item and all(a in BRIEF_ATTRIBUTES for a in command.attributes)
+        # Headers too (a client's message list): the head rows, and only the header
+        # block of each file.
+        heads = (
+            needs_item
+            and not brief
+            and all(a in BRIEF_ATTRIBUTES or _header_section(a) for a in command.attributes)
+        )
         needs_bytes = any(_needs_bytes(a) for a in command.attributes)
         missing = False
         for start in range(0, len(targets), FETCH_CHUNK):
             chunk = targets[start : start + FETCH_CHUNK]
-            items: dict[int, Item | ItemBrief] = {}
-            if brief:
-                found = await self.mail.item_briefs(view.folder_id, chunk)
-                items = {b.uid: b for b in found if b.imap_envelope is not None}
+            items: dict[int, Item | ItemBrief | ItemHead] = {}
+            heads_read: dict[str, bytes] = {}
+            if brief or heads:
+                found: Sequence[ItemBrief | ItemHead] = (
+                    await self.mail.item_briefs(view.folder_id, chunk)
+                    if brief
+                    else await self.mail.item_heads(view.folder_id, chunk)
+                )
+                envelopes = FetchItem.ENVELOPE in command.attributes
+                items = {b.uid: b for b in found if b.imap_envelope is not None or not envelopes}
                 if len(items) < len(found):  # stored before ENVELOPEs were kept
-                    old = [b.uid for b in found if b.imap_envelope is None]
+                    old = [b.uid for b in found if b.uid not in items]
                     for i in await self.mail.items_by_uid(view.folder_id, old):
                         items[i.uid] = i
+                if heads:
+                    limits = {h.blob_id: h.header_size for h in found if isinstance(h, ItemHead)}
+                    inline = sum(limits.values()) <= INLINE_FILE_BYTES
+                    heads_read = await self.blobs.read_many(
+                        list(limits), inline=inline, limits=limits
+                    )
             elif needs_item:
                 items = {i.uid: i for i in await self.mail.items_by_uid(view.folder_id, chunk)}
             files: dict[str, bytes] = {}
@@ -1411,6 +1431,11 @@ class ImapConnection:
                 try:
                     if isinstance(item, ItemBrief):
                         out = self._fetch_brief(item, command)
+                    elif isinstance(item, ItemHead):
+                        if item.blob_id not in heads_read:
+                            raise NotFound(item.blob_id)
+                        header = item.header_prefix + heads_read[item.blob_id]
+                        out = self._fetch_brief(item, command, header)
                     else:
                         out = await self._fetch_one(uid, item, command, files)
                 except NotFound:
@@ -1436,9 +1461,14 @@ class ImapConnection:
         if missing:
             raise _Done(r.code("EXPUNGEISSUED"))
 
-    def _fetch_brief(self, brief: ItemBrief, command: Fetch) -> list[tuple[str, bytes]]:
+    def _fetch_brief(
+        self, brief: ItemBrief | ItemHead, command: Fetch, header: bytes = b""
+    ) -> list[tuple[str, bytes]]:
+        """FETCH items from a brief or head row; `header` is the message's header
+        section (for a head row). Every attribute passed BRIEF_ATTRIBUTES or
+        `_header_section`; ENVELOPE only when the row has it."""
         view = self.view
-        assert view is not None and brief.imap_envelope is not None
+        assert view is not None
         out: list[tuple[str, bytes]] = []
         if command.uid and FetchItem.UID not in command.attributes:
             out.append(("UID", b"%d" % brief.uid))
@@ -1454,8 +1484,19 @@ class ImapConnection:
             elif attr is FetchItem.INTERNALDATE:
                 when = datetime.fromtimestamp(brief.internal_date, UTC)
                 out.append(("INTERNALDATE", r.internaldate(when)))
-            else:
+            elif attr is FetchItem.ENVELOPE:
+                assert brief.imap_envelope is not None
                 out.append(("ENVELOPE", brief.imap_envelope))
+            elif attr is FetchItem.RFC822_HEADER:
+                out.append(("RFC822.HEADER", r.literal(no_nul(header))))
+            else:
+                assert isinstance(attr, BodySection)
+                section = attr.section
+                value = header
+                if section.text is not SectionText.HEADER:
+                    exclude = section.text is SectionText.HEADER_FIELDS_NOT
+                    value = header_fields(header, section.fields, exclude)
+                out.append(_body_item(section, attr.partial, value))
         return out
 
     async def _fetch_one(
@@ -1520,14 +1561,7 @@ class ImapConnection:
             case BodySection(section=section, partial=partial):
                 data = await read()
                 value = section_bytes(data, len(item.header_prefix), summ().bodystructure, section)
-                name = f"BODY[{section_name(section)}]"
-                if value is None:
-                    return (name, b"NIL")
-                if partial is not None:
-                    origin, length = partial
-                    value = value[origin : origin + length]
-                    name += f"<{origin}>"
-                return (name, r.literal(no_nul(value)))
+                return _body_item(section, partial, value)
             case FetchItem.FLAGS:
                 return ("FLAGS", r.flags_list(flag_names(state)))
             case FetchItem.UID:
@@ -1847,6 +1881,32 @@ def _summary_of(item: Item) -> MessageSummary:
 
 def _as_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def _header_section(attr: FetchAttribute) -> bool:
+    """Whether a FETCH item is the message's header, whole or some fields of it
+    (answerable from `MailStore.item_heads` and the file's first octets)."""
+    if isinstance(attr, BodySection):
+        return not attr.section.part and attr.section.text in (
+            SectionText.HEADER,
+            SectionText.HEADER_FIELDS,
+            SectionText.HEADER_FIELDS_NOT,
+        )
+    return attr is FetchItem.RFC822_HEADER
+
+
+def _body_item(
+    section: Section, partial: tuple[int, int] | None, value: bytes | None
+) -> tuple[str, bytes]:
+    """`BODY[section]<origin>` and its value (NIL for a part that does not exist)."""
+    name = f"BODY[{section_name(section)}]"
+    if value is None:
+        return (name, b"NIL")
+    if partial is not None:
+        origin, length = partial
+        value = value[origin : origin + length]
+        name += f"<{origin}>"
+    return (name, r.literal(no_nul(value)))
 
 
 def _saved_result(matched: Sequence[int], options: Sequence[str]) -> frozenset[int]:

@@ -14,7 +14,7 @@ Invariants every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from postwerk.core.errors import InvalidName
@@ -25,6 +25,7 @@ from postwerk.store.records import (
     FolderChanges,
     Item,
     ItemBrief,
+    ItemHead,
     ItemState,
     NewItem,
     Organization,
@@ -214,10 +215,17 @@ class BlobStore(Protocol):
 
     async def delete(self, blob_id: str) -> None: ...
 
-    async def read_many(self, blob_ids: Sequence[str], *, inline: bool = False) -> dict[str, bytes]:
+    async def read_many(
+        self,
+        blob_ids: Sequence[str],
+        *,
+        inline: bool = False,
+        limits: Mapping[str, int] | None = None,
+    ) -> dict[str, bytes]:
         """Several small blobs at once (one thread hop); missing ones are left out.
         `inline`: read on the calling thread, for a few small files whose reading
-        costs less than the hop (IMAP header fetches)."""
+        costs less than the hop (IMAP header fetches). `limits`: read at most
+        that many leading octets of the blobs named (a message's header)."""
         ...
 
     async def delete_many(self, blob_ids: Sequence[str]) -> None:
@@ -339,6 +347,11 @@ class MailStore(Protocol):
     async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
         """Size, internal date and stored ENVELOPE of these UIDs, ascending; absent
         UIDs are skipped. FolderNotFound."""
+        ...
+
+    async def item_heads(self, folder_id: int, uids: Sequence[int]) -> list[ItemHead]:
+        """`ItemHead`s of these UIDs (file, header prefix, header block size, and
+        the `ItemBrief` fields), ascending; absent UIDs are skipped. FolderNotFound."""
         ...
 
     async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:

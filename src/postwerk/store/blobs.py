@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from postwerk.core.errors import NotFound
@@ -37,6 +37,26 @@ _BLOB_ID = re.compile(r"[0-9a-f]{20}")
 _TOP = re.compile(r"[0-9a-f]{4}")
 _LEAF = re.compile(r"[0-9a-f]{2}")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_file(path: str, limit: int) -> bytes:
+    """The first `limit` octets of a file (all of it for -1), with bare os calls:
+    for the many small files of an IMAP header page, Python's buffered file
+    objects cost more than the reading (about 20 µs against 9 µs a file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        want = os.fstat(fd).st_size if limit < 0 else limit
+        data = os.read(fd, want)
+        if len(data) < want:  # a short read: gather the rest, up to end of file
+            parts = [data]
+            got = len(data)
+            while got < want and (chunk := os.read(fd, want - got)):
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str | Path) -> None:
@@ -282,15 +302,21 @@ class FileBlobStore:
         path = self.path(blob_id)
         await asyncio.to_thread(path.unlink, True)
 
-    async def read_many(self, blob_ids: Sequence[str], *, inline: bool = False) -> dict[str, bytes]:
-        paths = [(b, self._file(b)) for b in blob_ids]
+    async def read_many(
+        self,
+        blob_ids: Sequence[str],
+        *,
+        inline: bool = False,
+        limits: Mapping[str, int] | None = None,
+    ) -> dict[str, bytes]:
+        wanted = limits or {}
+        paths = [(b, self._file(b), wanted.get(b, -1)) for b in blob_ids]
 
         def run() -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for blob_id, path in paths:
+            for blob_id, path, limit in paths:
                 try:
-                    with open(path, "rb") as f:
-                        found[blob_id] = f.read()
+                    found[blob_id] = _read_file(path, limit)
                 except FileNotFoundError:
                     pass
             return found

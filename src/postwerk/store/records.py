@@ -227,6 +227,23 @@ class ItemBrief:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemHead:
+    """What IMAP's FETCH of header sections (BODY[HEADER], BODY[HEADER.FIELDS
+    (...)], RFC822.HEADER) needs besides the metadata of `ItemBrief`: the
+    message file and the size of its header block, so that only the header is
+    read and no summary is decoded. The header section is `header_prefix`
+    followed by the file's first `header_size` octets."""
+
+    uid: int
+    blob_id: str
+    header_prefix: bytes
+    header_size: int
+    size: int
+    internal_date: float
+    imap_envelope: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class FolderChanges:
     """A folder's changes after a MODSEQ (RFC 7162): items delivered or changed
     since, ascending by UID, and UIDs expunged since (tombstones), ascending."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from postwerk.core.errors import NotFound
 from postwerk.core.ids import new_id
@@ -60,8 +60,19 @@ class MemoryBlobStore:
         """Idempotent: garbage collection may run twice."""
         self._blobs.pop(blob_id, None)
 
-    async def read_many(self, blob_ids: Sequence[str], *, inline: bool = False) -> dict[str, bytes]:
-        return {b: self._blobs[b] for b in blob_ids if b in self._blobs}
+    async def read_many(
+        self,
+        blob_ids: Sequence[str],
+        *,
+        inline: bool = False,
+        limits: Mapping[str, int] | None = None,
+    ) -> dict[str, bytes]:
+        wanted = limits or {}
+        return {
+            b: self._blobs[b][: wanted.get(b, len(self._blobs[b]))]
+            for b in blob_ids
+            if b in self._blobs
+        }
 
     async def delete_many(self, blob_ids: Sequence[str]) -> None:
         for blob_id in blob_ids:

@@ -30,7 +30,16 @@ from postwerk.store.api import (
     folder_parents,
     is_below,
 )
-from postwerk.store.records import Flag, Folder, FolderChanges, Item, ItemBrief, ItemState, NewItem
+from postwerk.store.records import (
+    Flag,
+    Folder,
+    FolderChanges,
+    Item,
+    ItemBrief,
+    ItemHead,
+    ItemState,
+    NewItem,
+)
 
 
 def _keywords(keywords: Sequence[str]) -> tuple[str, ...]:
@@ -182,6 +191,20 @@ class MemoryMailStore:
     async def item_briefs(self, folder_id: int, uids: Sequence[int]) -> list[ItemBrief]:
         return [
             ItemBrief(i.uid, i.size, i.internal_date, i.imap_envelope)
+            for i in await self.items_by_uid(folder_id, uids)
+        ]
+
+    async def item_heads(self, folder_id: int, uids: Sequence[int]) -> list[ItemHead]:
+        return [
+            ItemHead(
+                i.uid,
+                i.blob_id,
+                i.header_prefix,
+                int(i.summary.get("header_size", 0)),
+                i.size,
+                i.internal_date,
+                i.imap_envelope,
+            )
             for i in await self.items_by_uid(folder_id, uids)
         ]
 

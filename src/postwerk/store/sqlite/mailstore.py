@@ -44,7 +44,16 @@ from postwerk.store.api import (
     folder_parents,
     is_below,
 )
-from postwerk.store.records import Flag, Folder, FolderChanges, Item, ItemBrief, ItemState, NewItem
+from postwerk.store.records import (
+    Flag,
+    Folder,
+    FolderChanges,
+    Item,
+    ItemBrief,
+    ItemHead,
+    ItemState,
+    NewItem,
+)
 from postwerk.store.sqlite.database import Database, driver_cursor
 from postwerk.store.sqlite.schema import expunged_item, folder, item, sequence, subscription
 
@@ -198,8 +207,8 @@ _BUMP_SQL = (
 )
 _INSERT_ITEM_SQL = (
     "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
-    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope,"
+    " header_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 
 # COPY and MOVE (moving to Deleted Items is how most clients delete) on the
@@ -218,9 +227,10 @@ _TRANSFER_LEAVE_SQL = (
 # unique per mailbox.
 _COPY_ITEM_SQL = (
     "INSERT INTO item (mailbox_id, folder_id, uid, item_class, blob_id, header_prefix,"
-    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope)"
-    " SELECT mailbox_id, ?, ?, item_class, blob_id, header_prefix, size, internal_date,"
-    " flags, keywords, ?, summary, NULL, imap_envelope FROM item WHERE id = ?"
+    " size, internal_date, flags, keywords, modseq, summary, delivery_key, imap_envelope,"
+    " header_size) SELECT mailbox_id, ?, ?, item_class, blob_id, header_prefix, size,"
+    " internal_date, flags, keywords, ?, summary, NULL, imap_envelope, header_size"
+    " FROM item WHERE id = ?"
 )
 # A move keeps the row (id, delivery key): a redone delivery still finds it.
 _MOVE_ITEM_SQL = "UPDATE item SET folder_id = ?, uid = ?, modseq = ? WHERE id = ?"
@@ -237,6 +247,14 @@ _FOLDER_SQL = (
 
 
 _BRIEF_SQL = "SELECT uid, size, internal_date, imap_envelope FROM item"
+# A page of 50 headers is the commonest FETCH of all: the header block's size comes
+# from its column, or for rows stored before migration 0006 from the summary (by
+# SQLite, never by decoding the summary in Python).
+_HEAD_SQL = (
+    "SELECT uid, blob_id, header_prefix,"
+    " COALESCE(header_size, json_extract(summary, '$.header_size')), size,"
+    " internal_date, imap_envelope FROM item"
+)
 
 
 def _rows_by_uid(
@@ -408,6 +426,7 @@ class SqliteMailStore:
                         encoded[id(new.summary)],
                         new.delivery_key,
                         new.imap_envelope,
+                        new.summary.get("header_size"),
                     ),
                 ).fetchone()
                 out.append(
@@ -477,6 +496,20 @@ class SqliteMailStore:
         def run(conn: Connection) -> list[ItemBrief]:
             _require_folder(conn, folder_id)
             return [ItemBrief(*r) for r in _rows_by_uid(conn, _BRIEF_SQL, folder_id, uids)]
+
+        if len(uids) <= INLINE_BRIEFS:
+            return await self._db.read_now(run)
+        return await self._db.read(run)
+
+    async def item_heads(self, folder_id: int, uids: Sequence[int]) -> list[ItemHead]:
+        def run(conn: Connection) -> list[ItemHead]:
+            _require_folder(conn, folder_id)
+            return [
+                ItemHead(uid, blob, bytes(prefix), int(hsize or 0), size, date, env)
+                for uid, blob, prefix, hsize, size, date, env in _rows_by_uid(
+                    conn, _HEAD_SQL, folder_id, uids
+                )
+            ]
 
         if len(uids) <= INLINE_BRIEFS:
             return await self._db.read_now(run)

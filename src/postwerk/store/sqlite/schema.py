@@ -224,6 +224,8 @@ item = Table(
     Column("summary", Text, nullable=False),  # JSON object: envelope, bodystructure
     Column("delivery_key", String, nullable=True),
     Column("imap_envelope", LargeBinary, nullable=True),  # ENVELOPE as IMAP sends it
+    # The summary's header_size, for header FETCHes; NULL for rows stored before 0006.
+    Column("header_size", BigInteger, nullable=True),
     # Idempotent delivery is one probe of this index, whatever the mailbox size.
     # NULL keys never collide (both SQLite and PostgreSQL treat NULLs as distinct).
     UniqueConstraint("mailbox_id", "delivery_key"),

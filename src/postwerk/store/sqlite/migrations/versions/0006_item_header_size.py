@@ -1,0 +1,30 @@
+"""Each item's header block size as a column, so that IMAP's header FETCHes need
+not extract it from the summary JSON (M3, issue 4).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-30 15:20:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Nullable and not back-filled: reads fall back to the summary for older rows,
+    # so the upgrade of a large store is instant.
+    op.add_column("item", sa.Column("header_size", sa.BigInteger(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("item") as batch:
+        batch.drop_column("header_size")
