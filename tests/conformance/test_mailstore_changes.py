@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -143,3 +144,43 @@ async def test_folder_by_id(backend: Any) -> None:
     await ms.create_default_folders(MBX + 1)
     other = await ms.get_folder(MBX + 1, "Inbox")
     assert (await ms.folder_by_id(other.id)) == other
+
+
+async def test_uids_in_range(backend: Any) -> None:
+    ms = backend.mailstore
+    await ms.create_default_folders(MBX)
+    await ms.deliver(
+        [
+            replace(new(key=f"k{n}", size=100 * n), internal_date=1_700_000_000.0 + 3600 * n)
+            for n in range(1, 6)
+        ]
+    )
+    fid = (await inbox(backend)).id
+    assert await ms.uids_in_range(fid, "size", 200, None) == [2, 3, 4, 5]
+    assert await ms.uids_in_range(fid, "size", None, 300) == [1, 2]
+    assert await ms.uids_in_range(fid, "size", 200, 400) == [2, 3]
+    assert await ms.uids_in_range(fid, "size", None, None) == [1, 2, 3, 4, 5]
+    t = 1_700_000_000.0
+    assert await ms.uids_in_range(fid, "internal_date", t + 7200, t + 3 * 3600 + 1) == [2, 3]
+    assert await ms.uids_in_range(fid, "internal_date", t + 10 * 3600, None) == []
+    with pytest.raises(FolderNotFound):
+        await ms.uids_in_range(12345, "size", None, None)
+
+
+async def test_set_flags_unchanged_since(backend: Any) -> None:
+    """RFC 7162 STORE UNCHANGEDSINCE, decided inside the store's write."""
+    ms = backend.mailstore
+    fid = await _five(backend)
+    before = (await inbox(backend)).highest_modseq
+    await ms.set_flags(fid, [2], Flag.FLAGGED)  # another session's change
+    found = await ms.set_flags(fid, [1, 2, 3], Flag.ANSWERED, unchanged_since=before)
+    assert [(i.uid, i.flags) for i in found] == [
+        (1, Flag.ANSWERED),
+        (2, Flag.FLAGGED),  # changed after `before`: left alone
+        (3, Flag.ANSWERED),
+    ]
+    assert found[0].modseq == found[2].modseq > found[1].modseq > before
+    # Without the condition (or with a recent enough one) it changes.
+    now = (await inbox(backend)).highest_modseq
+    [two] = await ms.set_flags(fid, [2], Flag.ANSWERED, unchanged_since=now)
+    assert two.flags == Flag.ANSWERED

@@ -52,9 +52,10 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from typing import ClassVar, Final, assert_never
 
 import structlog
@@ -163,6 +164,7 @@ from postwerk.store.records import (
     Item,
     ItemBrief,
     ItemHead,
+    ItemRange,
     ItemState,
     NewItem,
     Recipient,
@@ -368,6 +370,8 @@ class ImapConnection:
         self.enabled: set[str] = set()  # ENABLE'd or implied extensions (CONDSTORE, QRESYNC)
         # RFC 5182 "$": UIDs of the last SEARCH RETURN (SAVE) in this selection.
         self.saved: frozenset[int] = frozenset()
+        # The UIDs each size or date key of the running SEARCH matches (`_range_of`).
+        self._range_hits: dict[SearchKey, frozenset[int]] = {}
         self.bad_commands = 0
         self.stopping = False
         self._out: list[bytes] = []
@@ -1239,11 +1243,11 @@ class ImapConnection:
         targets = [u for u in self._targets(command.sequence_set, command.uid) if view.live(u)]
         bits, keywords = _flags_from_names(command.flags)
         # RFC 7162 §3.1.3: messages changed after UNCHANGEDSINCE are left alone and
-        # named in [MODIFIED]. Checked against the view just synced, not inside the
-        # store's write: a change racing this command by milliseconds can slip by.
+        # named in [MODIFIED]: those the synced view already shows, and (decided
+        # inside the store's write) those another session changed since.
+        limit = command.unchanged_since
         modified: list[int] = []
-        if command.unchanged_since is not None:
-            limit = command.unchanged_since
+        if limit is not None:
             modified = [u for u in targets if view.states[u].modseq > limit]
             if modified:
                 skip = set(modified)
@@ -1255,10 +1259,20 @@ class ImapConnection:
             if (new_flags, new_keywords) != (item.flags, item.keywords):
                 groups.setdefault((new_flags, new_keywords), []).append(uid)
         changed: set[int] = set()
+        late: set[int] = set()  # changed by another session since the sync
         for (new_flags, new_keywords), uids in groups.items():
-            found = await self.mail.set_flags(view.folder_id, uids, new_flags, new_keywords)
+            found = await self.mail.set_flags(
+                view.folder_id, uids, new_flags, new_keywords, unchanged_since=limit
+            )
             view.update_states(i.state for i in found)
-            changed.update(uids)
+            for i in found:
+                if limit is not None and (i.flags, i.keywords) != (new_flags, new_keywords):
+                    late.add(i.uid)
+                else:
+                    changed.add(i.uid)
+        if late:
+            modified = sorted([*modified, *late])
+            targets = [u for u in targets if u not in late]
         if groups:
             self._changed()
         for uid in targets:
@@ -1652,6 +1666,12 @@ class ImapConnection:
         if by_modseq:
             self._enable_condstore()
         await self._sync(expunge_ok=False)
+        # Size and internal-date keys are answered by the store's indexes, once each.
+        self._range_hits = {
+            key: frozenset(await self.mail.uids_in_range(view.folder_id, *_range_of(key)))
+            for key in _leaves(command.criteria)
+            if _is_range_key(key)
+        }
         cache: dict[int, bytes] = {}
         matched: list[int] = []  # UIDs, ascending
         live = [uid for uid in view.uids if view.live(uid)]
@@ -1723,9 +1743,8 @@ class ImapConnection:
                 else:
                     present = flag.lower() in (k.lower() for k in item.keywords)
                 return present == is_set
-            case SearchSize(larger=larger, size=size):
-                assert isinstance(item, Item)
-                return item.size > size if larger else item.size < size
+            case SearchSize():
+                return item.uid in self._range_hits[key]
             case SearchSequence(sequence_set=sset, uid=uid):
                 if sset.saved:
                     return item.uid in self.saved
@@ -1734,14 +1753,13 @@ class ImapConnection:
                 return sset.contains(seq, view.exists)
             case SearchModSeq(modseq=modseq):
                 return item.modseq >= modseq
-            case SearchDate(field=which, op=op, date=when):
+            case SearchDate(field="SENT", op=op, date=when):
                 assert isinstance(item, Item)
-                if which == "SENT":
-                    day = _sent_date(_summary_of(item))
-                    return day is not None and _compare_date(day, op, when)
-                # INTERNAL (and SAVED: no separate save date yet), in UTC.
-                day = datetime.fromtimestamp(item.internal_date, UTC).date()
-                return _compare_date(day, op, when)
+                day = _sent_date(_summary_of(item))
+                return day is not None and _compare_date(day, op, when)
+            case SearchDate():
+                # INTERNAL (and SAVED: no separate save date yet), from the index.
+                return item.uid in self._range_hits[key]
             case SearchHeader(field=name, value=value):
                 assert isinstance(item, Item)
                 return await self._header_matches(item, name, value, cache)
@@ -1998,10 +2016,49 @@ def _uses_modseq(key: SearchKey) -> bool:
 
 
 def _needs_item(key: SearchKey) -> bool:
-    """Whether a search key needs the stored item (size, dates, headers, text)
-    rather than the view's state (flags, UIDs, sequence numbers, MODSEQ)."""
+    """Whether a search key needs the stored item (sent date, headers, text)
+    rather than the view's state (flags, UIDs, sequence numbers, MODSEQ) and
+    the index lookups of `_range_of` (sizes, internal dates)."""
     state_only = SearchAll | SearchFlag | SearchSequence | SearchModSeq
-    return _some_key(key, lambda k: not isinstance(k, state_only))
+    return _some_key(key, lambda k: not (isinstance(k, state_only) or _is_range_key(k)))
+
+
+def _leaves(key: SearchKey) -> Iterator[SearchKey]:
+    match key:
+        case SearchAnd(keys=keys):
+            for sub in keys:
+                yield from _leaves(sub)
+        case SearchOr(left=left, right=right):
+            yield from _leaves(left)
+            yield from _leaves(right)
+        case SearchNot(key=sub):
+            yield from _leaves(sub)
+        case _:
+            yield key
+
+
+def _is_range_key(key: SearchKey) -> bool:
+    return isinstance(key, SearchSize) or (isinstance(key, SearchDate) and key.field != "SENT")
+
+
+def _range_of(key: SearchKey) -> tuple[ItemRange, float | None, float | None]:
+    """The `MailStore.uids_in_range` query for a size or internal-date key: LARGER n
+    is size ≥ n + 1, SMALLER n size < n; a day is [00:00, 24:00) UTC, as the
+    INTERNALDATE the server reports (RFC 9051 §6.4.4 disregards the time)."""
+    if isinstance(key, SearchSize):
+        return ("size", key.size + 1, None) if key.larger else ("size", None, key.size)
+    assert isinstance(key, SearchDate)
+    start = datetime.combine(key.date, time_of_day.min, UTC).timestamp()
+    end = start + 86_400
+    match key.op:
+        case "SINCE":
+            return ("internal_date", start, None)
+        case "BEFORE":
+            return ("internal_date", None, start)
+        case "ON":
+            return ("internal_date", start, end)
+        case _:
+            assert_never(key.op)
 
 
 def _apply(

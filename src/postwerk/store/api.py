@@ -26,6 +26,7 @@ from postwerk.store.records import (
     Item,
     ItemBrief,
     ItemHead,
+    ItemRange,
     ItemState,
     NewItem,
     Organization,
@@ -354,6 +355,14 @@ class MailStore(Protocol):
         the `ItemBrief` fields), ascending; absent UIDs are skipped. FolderNotFound."""
         ...
 
+    async def uids_in_range(
+        self, folder_id: int, column: ItemRange, low: float | None, high: float | None
+    ) -> list[int]:
+        """UIDs of the items whose `column` ("size" or "internal_date") is at least
+        `low` and below `high` (None: unbounded), ascending; an index serves it
+        (IMAP SEARCH LARGER/SMALLER, SINCE/BEFORE/ON). FolderNotFound."""
+        ...
+
     async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
         """Items whose MODSEQ is above `modseq` and UIDs expunged (or moved away)
         with a MODSEQ above it: what a session that knew the folder at `modseq`
@@ -361,8 +370,19 @@ class MailStore(Protocol):
         ...
 
     async def set_flags(
-        self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()
-    ) -> list[Item]: ...
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: int,
+        keywords: Sequence[str] = (),
+        *,
+        unchanged_since: int | None = None,
+    ) -> list[Item]:
+        """Replace flags and keywords of the given UIDs; absent UIDs are ignored.
+        With `unchanged_since`, an item whose MODSEQ is above it is left alone,
+        decided inside the write (RFC 7162 STORE UNCHANGEDSINCE). Returns every
+        found item as it now is (changed ones with the new MODSEQ), by UID."""
+        ...
 
     async def expunge(self, folder_id: int, uids: Sequence[int]) -> list[int]: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 # ---------------------------------------------------------------- directory
 
@@ -224,6 +224,10 @@ class ItemBrief:
     size: int
     internal_date: float
     imap_envelope: bytes | None
+
+
+# The item columns `MailStore.uids_in_range` can select on.
+ItemRange = Literal["size", "internal_date"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -723,11 +723,14 @@ class TransportService:
             for message_id in finished:
                 if message_id not in stored:  # no Inbox refers to its file
                     await self._delete_blob(messages[message_id])
-        # Messages that may have nothing left to do: those read from the queue, and
-        # those with a refused row (its other next hops may have finished meanwhile).
-        unsure = (done - set(known)) | {r.message_id for r in bounced}
-        if unsure - set(finished):
-            await self._forget_finished(unsure - set(finished), messages)
+        # Every message this batch touched but did not finish may have nothing left
+        # to do: its other next hops (a send connector's queue, another batch) may
+        # have committed their last outcome while this one worked, each seeing the
+        # other still pending. Commits are serial, so looking again after ours
+        # finds it (the outbound side does the same).
+        unsure = done - set(finished)
+        if unsure:
+            await self._forget_finished(unsure, messages)
 
     def _deliver_events(
         self, delivered: list[QueuedRecipient], messages: dict[str, QueuedMessage]

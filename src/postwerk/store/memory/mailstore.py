@@ -37,6 +37,7 @@ from postwerk.store.records import (
     Item,
     ItemBrief,
     ItemHead,
+    ItemRange,
     ItemState,
     NewItem,
 )
@@ -208,6 +209,15 @@ class MemoryMailStore:
             for i in await self.items_by_uid(folder_id, uids)
         ]
 
+    async def uids_in_range(
+        self, folder_id: int, column: ItemRange, low: float | None, high: float | None
+    ) -> list[int]:
+        def inside(item: Item) -> bool:
+            value = item.size if column == "size" else item.internal_date
+            return (low is None or value >= low) and (high is None or value < high)
+
+        return sorted(i.uid for i in self._folder_items(folder_id).values() if inside(i))
+
     async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
         items = self._folder_items(folder_id)
         tombstones = self._expunged.get(folder_id, {})
@@ -222,12 +232,23 @@ class MemoryMailStore:
             tombstones[uid] = modseq
 
     async def set_flags(
-        self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: int,
+        keywords: Sequence[str] = (),
+        *,
+        unchanged_since: int | None = None,
     ) -> list[Item]:
         items = self._folder_items(folder_id)
         new_keywords = _keywords(keywords)
         found = [items[u] for u in sorted(set(uids)) if u in items]
-        changed = [i for i in found if i.flags != flags or i.keywords != new_keywords]
+        changed = [
+            i
+            for i in found
+            if (i.flags != flags or i.keywords != new_keywords)
+            and (unchanged_since is None or i.modseq <= unchanged_since)
+        ]
         if not changed:
             return found
         f = self._folders[folder_id]

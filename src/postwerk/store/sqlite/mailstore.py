@@ -51,6 +51,7 @@ from postwerk.store.records import (
     Item,
     ItemBrief,
     ItemHead,
+    ItemRange,
     ItemState,
     NewItem,
 )
@@ -515,6 +516,26 @@ class SqliteMailStore:
             return await self._db.read_now(run)
         return await self._db.read(run)
 
+    async def uids_in_range(
+        self, folder_id: int, column: ItemRange, low: float | None, high: float | None
+    ) -> list[int]:
+        if column not in ("size", "internal_date"):  # never a client's text in SQL
+            raise ValueError(f"no range search on {column!r}")
+        sql = "SELECT uid FROM item WHERE folder_id = ?"
+        params: list[Any] = [folder_id]
+        if low is not None:
+            sql += f" AND {column} >= ?"
+            params.append(low)
+        if high is not None:
+            sql += f" AND {column} < ?"
+            params.append(high)
+
+        def run(conn: Connection) -> list[int]:
+            _require_folder(conn, folder_id)
+            return sorted(uid for (uid,) in _raw_rows(conn, sql, tuple(params)))
+
+        return await self._db.read(run)
+
     async def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
         def run(conn: Connection) -> FolderChanges:
             _require_folder(conn, folder_id)
@@ -531,18 +552,28 @@ class SqliteMailStore:
         return await self._db.read(run)
 
     async def set_flags(
-        self, folder_id: int, uids: Sequence[int], flags: int, keywords: Sequence[str] = ()
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: int,
+        keywords: Sequence[str] = (),
+        *,
+        unchanged_since: int | None = None,
     ) -> list[Item]:
-        """Replace flags and keywords of the given UIDs; absent UIDs are ignored.
-
-        Returns every found item (changed ones with the new MODSEQ), in UID order.
-        """
         new_keywords = _keywords(keywords)
+        limit = unchanged_since
 
         def run(conn: Connection) -> list[Item]:
             _require_folder(conn, folder_id)
             found = _items_by_uid(conn, folder_id, uids)
-            changed = [i for i in found if i.flags != flags or i.keywords != new_keywords]
+            # Inside the one writer's transaction: no other change can come between
+            # this test and the update.
+            changed = [
+                i
+                for i in found
+                if (i.flags != flags or i.keywords != new_keywords)
+                and (limit is None or i.modseq <= limit)
+            ]
             if not changed:
                 return found
             unseen_delta = sum(_unseen(flags) - _unseen(i.flags) for i in changed)

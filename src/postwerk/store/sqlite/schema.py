@@ -232,6 +232,8 @@ item = Table(
     Index(None, "folder_id", "uid", unique=True),
     Index(None, "folder_id", "flags"),  # SEARCH UNSEEN/FLAGGED/DELETED
     Index(None, "folder_id", "modseq"),  # CONDSTORE CHANGEDSINCE (RFC 7162)
+    Index(None, "folder_id", "internal_date"),  # SEARCH SINCE/BEFORE/ON
+    Index(None, "folder_id", "size"),  # SEARCH LARGER/SMALLER
     Index(None, "blob_id"),  # "is this blob still referenced?"
     sqlite_autoincrement=True,
 )

@@ -1,5 +1,6 @@
 """Each item's header block size as a column, so that IMAP's header FETCHes need
-not extract it from the summary JSON (M3, issue 4).
+not extract it from the summary JSON, and indexes for IMAP SEARCH by date and
+size (M3, issue 4).
 
 Revision ID: 0006
 Revises: 0005
@@ -23,8 +24,12 @@ def upgrade() -> None:
     # Nullable and not back-filled: reads fall back to the summary for older rows,
     # so the upgrade of a large store is instant.
     op.add_column("item", sa.Column("header_size", sa.BigInteger(), nullable=True))
+    op.create_index(op.f("ix_item_folder_id_internal_date"), "item", ["folder_id", "internal_date"])
+    op.create_index(op.f("ix_item_folder_id_size"), "item", ["folder_id", "size"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_item_folder_id_size"), table_name="item")
+    op.drop_index(op.f("ix_item_folder_id_internal_date"), table_name="item")
     with op.batch_alter_table("item") as batch:
         batch.drop_column("header_size")
