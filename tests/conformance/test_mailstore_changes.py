@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from postwerk.core.errors import FolderNotFound
+from postwerk.mailbox.folder_sync import changes_for
 from postwerk.mime.summary import summarize
 from postwerk.store.records import Flag, FolderChanges, ItemBrief, ItemHead, ItemState
 from tests.conformance.test_mailstore import MBX, inbox, new
@@ -184,3 +186,38 @@ async def test_set_flags_unchanged_since(backend: Any) -> None:
     now = (await inbox(backend)).highest_modseq
     [two] = await ms.set_flags(fid, [2], Flag.ANSWERED, unchanged_since=now)
     assert two.flags == Flag.ANSWERED
+
+
+async def test_prune_expunged_marks_changes_incomplete(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    start = (await inbox(backend)).highest_modseq
+    await ms.expunge(fid, [2])
+    middle = (await inbox(backend)).highest_modseq
+    assert await ms.prune_expunged(time.time() - 3600) == 0  # nothing that old
+    assert (await ms.changes_since(fid, start)) == FolderChanges([], [2])
+    assert await ms.prune_expunged(time.time() + 1) == 1
+    await ms.expunge(fid, [4])  # after the pruning: kept
+    # From before the pruned tombstone: incomplete, the newer tombstone still listed.
+    changes = await ms.changes_since(fid, start)
+    assert (changes.expunged, changes.complete) == ([4], False)
+    # From after it: complete.
+    assert await ms.changes_since(fid, middle) == FolderChanges([], [4])
+    # Pruning again keeps the mark at the highest pruned MODSEQ.
+    assert await ms.prune_expunged(time.time() + 1) == 1
+    assert (await ms.changes_since(fid, middle)).complete is False
+    now = (await inbox(backend)).highest_modseq
+    assert await ms.changes_since(fid, now) == FolderChanges([], [])
+
+
+async def test_changes_for_after_pruning(backend: Any) -> None:
+    ms = backend.mailstore
+    fid = await _five(backend)
+    start = (await inbox(backend)).highest_modseq
+    await ms.expunge(fid, [1, 3])
+    await ms.set_flags(fid, [5], Flag.FLAGGED)
+    await ms.prune_expunged(time.time() + 1)
+    changes = await changes_for(ms, fid, start, [1, 2, 3, 4, 5, 6])
+    assert changes.complete
+    assert changes.expunged == [1, 3, 6]  # every known UID not in the folder
+    assert [s.uid for s in changes.changed] == [5]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -189,3 +190,38 @@ def test_qresync_select_and_vanished(two: tuple[Raw, Raw]) -> None:
     history = a.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest} VANISHED)")
     assert history[0] == "* VANISHED (EARLIER) 1:2"
     assert a.cmd("FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")[-1].startswith(f"t{a.n} BAD")
+
+
+def test_resync_after_tombstones_are_pruned(request: pytest.FixtureRequest) -> None:
+    """Tombstones older than `[database] tombstone_days` are pruned; a QRESYNC
+    client and an open session that last looked before still learn exactly which
+    UIDs vanished (computed by comparing UIDs)."""
+    server: ImapServer = request.getfixturevalue("imap")
+    a, b, c = Raw(server), Raw(server), Raw(server)
+    try:
+        a.ok("ENABLE QRESYNC")
+        lines = a.ok("SELECT INBOX")
+        validity, highest = code_value(lines, "UIDVALIDITY"), code_value(lines, "HIGHESTMODSEQ")
+        a.ok("UNSELECT")
+        c.ok("SELECT INBOX")  # stays open across the pruning
+        b.ok("SELECT INBOX")
+        b.ok("UID STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+        b.ok("UID EXPUNGE 1,3")
+
+        async def prune() -> int:
+            mail = server.org.server.mailbox_backend.mail
+            return await mail.prune_expunged(time.time() + 1)
+
+        assert server.org.call(prune()) == 2
+        lines = a.ok(f"SELECT INBOX (QRESYNC ({validity} {highest}))")
+        assert "* VANISHED (EARLIER) 1,3" in lines
+        a.ok("UNSELECT")
+        lines = a.ok(f"SELECT INBOX (QRESYNC ({validity} {highest} 3:4))")
+        assert "* VANISHED (EARLIER) 3" in lines
+        # The open session is told of both expunges, highest sequence number first.
+        noop = c.ok("NOOP")
+        assert [x for x in noop if x.endswith("EXPUNGE")] == ["* 3 EXPUNGE", "* 1 EXPUNGE"]
+        assert c.ok("UID SEARCH ALL")[0] == "* SEARCH 2"
+    finally:
+        for raw in (a, b, c):
+            raw.close()

@@ -91,6 +91,13 @@ class DatabaseSettings(BaseModel):
         description="Database URL. Empty: SQLite file `postwerk.db` in the data directory "
         "(the embedded default). `postgresql://…` arrives in M4.",
     )
+    tombstone_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days an expunged message's tombstone is kept, so that IMAP clients "
+        "(CONDSTORE/QRESYNC) learn exactly what vanished since their last sync. A client "
+        "away longer still resynchronizes correctly, by comparing UIDs.",
+    )
 
 
 class TlsSettings(BaseModel):

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from postwerk.mailbox.folder_sync import changes_for
 from postwerk.store.api import MailStore
 from postwerk.store.records import Flag, Folder, FolderChanges, ItemState
 
@@ -88,7 +89,7 @@ class FolderSnapshots:
             self._by_folder.move_to_end(folder.id)
             return old
         if old is not None:
-            changes = await self._mail.changes_since(folder.id, old.modseq)
+            changes = await changes_for(self._mail, folder.id, old.modseq, old.uids)
             new = advance(old, folder.highest_modseq, changes)
         else:
             states = await self._mail.item_states(folder.id)

@@ -20,6 +20,7 @@ from postwerk.directory.passwords import LoginThrottle, PasswordHasher, Throttle
 from postwerk.directory.service import Directory
 from postwerk.frontend.routing import MailboxBackend, SingleServerLocator
 from postwerk.mailbox.notify import MailboxNotifier
+from postwerk.mailbox.tombstones import TombstonePruner
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import ProtocolRuntime
 from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
@@ -114,6 +115,7 @@ class AllInOneServer:
     tarpit_override: float | None = None  # tests: shorten the AUTH tarpit
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
+    pruner: TombstonePruner | None = None  # expunge tombstones past `[database] tombstone_days`
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
@@ -226,6 +228,10 @@ class AllInOneServer:
         )
         self.pop3.start()
         self.imap.start()
+        self.pruner = TombstonePruner(
+            self.backend.sql.mailstore, self.settings.database.tombstone_days
+        )
+        self.pruner.start()
         self.transport.start()
         if self.outbound is not None:
             self.outbound.start()
@@ -237,6 +243,8 @@ class AllInOneServer:
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 await runtime.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.workers is not None:
             await self.workers.stop()
         if self.outbound is not None:

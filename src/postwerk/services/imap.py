@@ -74,6 +74,7 @@ from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
 from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator
+from postwerk.mailbox.folder_sync import changes_for
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
 from postwerk.mailbox.notify import MailboxWatch
 from postwerk.mime.summary import MessageSummary, decode_words, summarize
@@ -892,7 +893,7 @@ class ImapConnection:
         highest = r.code("HIGHESTMODSEQ", folder.highest_modseq)
         self.send(r.untagged_status("OK", "Highest", highest))
         if qresync is not None and qresync.uidvalidity == folder.uidvalidity:
-            await self._resync(view, qresync.modseq, qresync.known_uids)
+            await self._resync(view, uidnext, qresync.modseq, qresync.known_uids)
         self.view = view
         self.folder = folder
         mode = "READ-ONLY" if read_only else "READ-WRITE"
@@ -900,16 +901,32 @@ class ImapConnection:
         self.send(r.tagged(tag, "OK", f"{verb} completed", r.code(mode)))
 
     async def _resync(
-        self, view: FolderView, modseq: int, known: SequenceSet | None, *, fetch: bool = True
+        self,
+        view: FolderView,
+        uidnext: int,
+        modseq: int,
+        known: SequenceSet | None,
+        *,
+        fetch: bool = True,
     ) -> None:
         """RFC 7162 §3.2.5.1 / §3.2.6: VANISHED (EARLIER) for UIDs expunged since
         `modseq` (limited to `known`), then FETCH for items changed since. Our
-        tombstones are exact, so the sequence-match hint is not needed."""
-        changes = await self.mail.changes_since(view.folder_id, modseq)
+        tombstones are exact, so the sequence-match hint is not needed; once they
+        are pruned, every UID the client may know (`known`, else all below
+        UIDNEXT) that is not in the folder is reported, as RFC 7162 §3.2.5.1
+        allows."""
+        saved = sorted(self.saved)  # UID FETCH $ (CHANGEDSINCE n VANISHED)
+        largest = max(uidnext - 1, view.largest_uid)
+
+        def candidates() -> Iterator[int]:
+            spans = known.resolve(largest, saved) if known is not None else ((1, largest),)
+            for lo, hi in spans:
+                yield from range(max(lo, 1), min(hi, largest) + 1)
+
+        changes = await changes_for(self.mail, view.folder_id, modseq, candidates())
         gone = changes.expunged
         if known is not None:
-            saved = sorted(self.saved)  # UID FETCH $ (CHANGEDSINCE n VANISHED)
-            gone = [u for u in gone if known.contains(u, view.largest_uid, saved)]
+            gone = [u for u in gone if known.contains(u, largest, saved)]
         self.send(r.vanished_line(gone, earlier=True))
         if not fetch:
             return
@@ -1170,7 +1187,7 @@ class ImapConnection:
             changes = FolderChanges([], [])
             if folder is not None:
                 try:
-                    changes = await self.mail.changes_since(view.folder_id, view.modseq)
+                    changes = await changes_for(self.mail, view.folder_id, view.modseq, view.uids)
                 except FolderNotFound:
                     folder = None  # deleted meanwhile: every message is gone
             for line in view.apply(changes, folder):
@@ -1391,7 +1408,9 @@ class ImapConnection:
             if FetchItem.MODSEQ not in command.attributes:
                 command = replace(command, attributes=(*command.attributes, FetchItem.MODSEQ))
             if command.vanished:
-                await self._resync(view, since, command.sequence_set, fetch=False)
+                assert self.folder is not None
+                uidnext = self.folder.uidnext
+                await self._resync(view, uidnext, since, command.sequence_set, fetch=False)
         sets_seen = not view.read_only and any(_sets_seen(a) for a in command.attributes)
         # FLAGS, UID (and MODSEQ) come from the session's view; anything else needs
         # the items, read a chunk at a time so that a FETCH 1:* on a large folder

@@ -355,6 +355,12 @@ class MailStore(Protocol):
         the `ItemBrief` fields), ascending; absent UIDs are skipped. FolderNotFound."""
         ...
 
+    async def prune_expunged(self, older_than: float) -> int:
+        """Forget tombstones written before `older_than` (a Unix time); returns how
+        many. Each folder remembers the highest MODSEQ it forgot, so that
+        `changes_since` from before it answers `complete=False`."""
+        ...
+
     async def uids_in_range(
         self, folder_id: int, column: ItemRange, low: float | None, high: float | None
     ) -> list[int]:

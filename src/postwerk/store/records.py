@@ -250,10 +250,16 @@ class ItemHead:
 @dataclass(frozen=True, slots=True)
 class FolderChanges:
     """A folder's changes after a MODSEQ (RFC 7162): items delivered or changed
-    since, ascending by UID, and UIDs expunged since (tombstones), ascending."""
+    since, ascending by UID, and UIDs expunged since (tombstones), ascending.
+
+    `complete` is False when tombstones that old have been pruned
+    (`MailStore.prune_expunged`): `expunged` may then miss UIDs, and a caller
+    must find what is gone by comparing the UIDs it knows with the folder's
+    (`mailbox.folder_sync.changes_for` does)."""
 
     changed: list[ItemState]
     expunged: list[int]
+    complete: bool = True
 
 
 # ---------------------------------------------------------------- transport

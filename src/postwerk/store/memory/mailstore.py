@@ -68,6 +68,8 @@ class MemoryMailStore:
         self._last_uidvalidity = 0
         self._subscriptions: dict[int, set[str]] = {}  # mailbox -> names
         self._expunged: dict[int, dict[int, int]] = {}  # folder id -> uid -> modseq
+        self._expunged_at: dict[tuple[int, int], float] = {}  # (folder id, uid) -> time
+        self._pruned: dict[int, int] = {}  # folder id -> highest MODSEQ pruned
 
     async def create_default_folders(self, mailbox_id: int) -> list[Folder]:
         existing = {f.name for f in self._folders.values() if f.mailbox_id == mailbox_id}
@@ -224,12 +226,31 @@ class MemoryMailStore:
         return FolderChanges(
             changed=[i.state for i in items.values() if i.modseq > modseq],
             expunged=sorted(u for u, m in tombstones.items() if m > modseq),
+            complete=modseq >= self._pruned.get(folder_id, 0),
         )
+
+    async def prune_expunged(self, older_than: float) -> int:
+        pruned = 0
+        for folder_id, tombstones in self._expunged.items():
+            old = [u for u in tombstones if self._expunged_at[(folder_id, u)] < older_than]
+            for uid in old:
+                mark = max(self._pruned.get(folder_id, 0), tombstones.pop(uid))
+                self._pruned[folder_id] = mark
+                del self._expunged_at[(folder_id, uid)]
+            pruned += len(old)
+        return pruned
+
+    def _forget_tombstones(self, folder_id: int) -> None:
+        for uid in self._expunged.pop(folder_id, {}):
+            del self._expunged_at[(folder_id, uid)]
+        self._pruned.pop(folder_id, None)
 
     def _bury(self, folder_id: int, uids: Sequence[int], modseq: int) -> None:
         tombstones = self._expunged.setdefault(folder_id, {})
+        now = time.time()
         for uid in uids:
             tombstones[uid] = modseq
+            self._expunged_at[(folder_id, uid)] = now
 
     async def set_flags(
         self,
@@ -289,7 +310,7 @@ class MemoryMailStore:
         for fid in [f.id for f in self._folders.values() if f.mailbox_id == mailbox_id]:
             blobs.update(i.blob_id for i in self._items.pop(fid).values())
             del self._folders[fid]
-            self._expunged.pop(fid, None)
+            self._forget_tombstones(fid)
         self._keys = {k: v for k, v in self._keys.items() if k[0] != mailbox_id}
         self._subscriptions.pop(mailbox_id, None)
         return self._unreferenced(blobs)
@@ -335,7 +356,7 @@ class MemoryMailStore:
             raise FolderHasChildren(f"folder {name!r} has subfolders")
         gone = self._items.pop(found.id)
         del self._folders[found.id]
-        self._expunged.pop(found.id, None)
+        self._forget_tombstones(found.id)
         for i in gone.values():
             if i.delivery_key is not None:
                 self._keys.pop((i.mailbox_id, i.delivery_key), None)

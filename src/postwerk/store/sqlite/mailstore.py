@@ -140,11 +140,24 @@ def _item_from_row(row: Any) -> Item:
 
 def _bury(cur: sqlite3.Cursor, folder_id: int, uids: Sequence[int]) -> None:
     """Tombstones for UIDs that left a folder, at the MODSEQ the folder has now."""
+    now = time.time()
     cur.executemany(
-        "INSERT INTO expunged_item (folder_id, uid, modseq)"
-        " SELECT ?, ?, highest_modseq FROM folder WHERE id = ?",
-        [(folder_id, uid, folder_id) for uid in uids],
+        "INSERT INTO expunged_item (folder_id, uid, modseq, expunged_at)"
+        " SELECT ?, ?, highest_modseq, ? FROM folder WHERE id = ?",
+        [(folder_id, uid, now, folder_id) for uid in uids],
     )
+
+
+# UID 0 is never a message's: its row in expunged_item marks the highest MODSEQ
+# whose tombstones were pruned, so the one query of `changes_since` also tells
+# whether its answer is complete (the mark comes back when asked from below it).
+PRUNED_MARK = 0
+_PRUNE_SQL = (
+    "INSERT INTO expunged_item (folder_id, uid, modseq, expunged_at)"
+    " SELECT folder_id, 0, MAX(modseq), ? FROM expunged_item"
+    " WHERE expunged_at < ? AND uid != 0 GROUP BY folder_id"
+    " ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = MAX(modseq, excluded.modseq)"
+)
 
 
 def _keywords(keywords: Sequence[str]) -> tuple[str, ...]:
@@ -547,9 +560,23 @@ class SqliteMailStore:
                 "SELECT uid FROM expunged_item WHERE folder_id = ? AND modseq > ? ORDER BY uid",
                 (folder_id, modseq),
             )
-            return FolderChanges(changed, [uid for (uid,) in gone])
+            uids = [uid for (uid,) in gone]
+            if uids and uids[0] == PRUNED_MARK:
+                return FolderChanges(changed, uids[1:], complete=False)
+            return FolderChanges(changed, uids)
 
         return await self._db.read(run)
+
+    async def prune_expunged(self, older_than: float) -> int:
+        def run(conn: Connection) -> int:
+            cur = driver_cursor(conn)
+            cur.execute(_PRUNE_SQL, (time.time(), older_than))
+            cur.execute(
+                "DELETE FROM expunged_item WHERE expunged_at < ? AND uid != 0", (older_than,)
+            )
+            return int(cur.rowcount)
+
+        return await self._db.write(run)
 
     async def set_flags(
         self,

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 # Deterministic constraint names: batch mode on SQLite recreates tables and must
@@ -260,8 +261,10 @@ expunged_item = Table(
         ForeignKey("folder.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("uid", BigInteger, nullable=False),
+    Column("uid", BigInteger, nullable=False),  # 0: the pruned-up-to mark (mailstore.py)
     Column("modseq", BigInteger, nullable=False),
+    # When it was written, for `prune_expunged` (Unix time).
+    Column("expunged_at", Float, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("folder_id", "uid"),
     Index(None, "folder_id", "modseq"),
 )
