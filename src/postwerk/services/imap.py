@@ -1626,14 +1626,7 @@ class ImapConnection:
             case BinarySection(part=part, partial=partial):
                 value = await self._binary(item, read, summ, part)
                 name = f"BINARY[{'.'.join(map(str, part))}]"
-                if value is None:
-                    return (name, b"NIL")
-                if partial is not None:
-                    origin, length = partial
-                    value = value[origin : origin + length]
-                    name += f"<{origin}>"
-                # RFC 3516 §4.2: literal8 only where a NUL needs it.
-                return (name, r.literal(value, binary=b"\x00" in value))
+                return _section_item(name, partial, value, binary=True)
             case BinarySize(part=part):
                 value = await self._binary(item, read, summ, part)
                 return (f"BINARY.SIZE[{'.'.join(map(str, part))}]", b"%d" % len(value or b""))
@@ -1936,13 +1929,23 @@ def _body_item(
     section: Section, partial: tuple[int, int] | None, value: bytes | None
 ) -> tuple[str, bytes]:
     """`BODY[section]<origin>` and its value (NIL for a part that does not exist)."""
-    name = f"BODY[{section_name(section)}]"
+    return _section_item(f"BODY[{section_name(section)}]", partial, value)
+
+
+def _section_item(
+    name: str, partial: tuple[int, int] | None, value: bytes | None, *, binary: bool = False
+) -> tuple[str, bytes]:
+    """A section's FETCH item: NIL for a part that does not exist, `<origin>` for a
+    partial fetch; a BODY literal has NUL mapped (RFC 9051 §4.3), a BINARY one is
+    a literal8 only where a NUL needs it (RFC 3516 §4.2)."""
     if value is None:
         return (name, b"NIL")
     if partial is not None:
         origin, length = partial
         value = value[origin : origin + length]
         name += f"<{origin}>"
+    if binary:
+        return (name, r.literal(value, binary=b"\x00" in value))
     return (name, r.literal(no_nul(value)))
 
 
