@@ -1125,6 +1125,10 @@ from postwerk.cli.client_protocols import imap, pop  # noqa: E402
 main.add_command(pop)
 main.add_command(imap)
 
+from postwerk.cli.ports import ports  # noqa: E402
+
+main.add_command(ports)
+
 if __name__ == "__main__":
     # Run the imported module's group, which the verb modules above registered on
     # (under `python -m`, this file is a second module named __main__).

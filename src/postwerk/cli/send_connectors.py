@@ -45,13 +45,18 @@ def connector_json(c: SendConnector) -> dict[str, Any]:
 def _options(f: Any) -> Any:
     for option in reversed(
         [
+            # The singular forms are the design brief's contract (DESIGN.md §3).
             click.option(
                 "--address-spaces",
+                "--address-space",
+                "address_spaces",
                 default=None,
                 help="Comma-separated DOMAIN[;COST]: '*', 'example.com', '*.example.com'.",
             ),
             click.option(
                 "--smart-hosts",
+                "--smart-host",
+                "smart_hosts",
                 default=None,
                 help="Comma-separated HOST[:PORT] or [IP][:PORT]; '' for DNS (MX) routing.",
             ),

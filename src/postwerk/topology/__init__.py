@@ -1,0 +1,1 @@
+"""Deployment topology: the reference's network flows for the servers at hand."""

@@ -1,0 +1,59 @@
+"""`postwerk ports` on an initialized data directory: the table, the JSON and the
+nftables ruleset follow what the directory says (connectors, IMAP4/POP3 switches)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.conftest import cli, init_data_dir
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, ca: trustme.CA) -> Path:
+    path = tmp_path / "data"
+    init_data_dir(path, ca)
+    return path
+
+
+def by_port(data_dir: Path) -> dict[tuple[int, str, str], dict[str, object]]:
+    flows = json.loads(cli(data_dir, "ports", "--format", "json"))
+    return {(f["port"], f["transport"], f["source"]): f for f in flows}
+
+
+def test_json_follows_the_directory(data_dir: Path) -> None:
+    flows = by_port(data_dir)
+    imaps = flows[(993, "tcp", "clients (any)")]
+    assert (imaps["state"], imaps["enabled"], imaps["listen_port"]) == ("disabled", False, None)
+    inbound = flows[(25, "tcp", "Internet (any)")]
+    assert inbound["service"] == 'receive connector "Default Frontend MAIL"'
+    assert inbound["enabled"] is True
+    cli(data_dir, "imap", "enable")
+    cli(data_dir, "connector", "send", "new", "Internet", "--address-space", "*")
+    flows = by_port(data_dir)
+    assert flows[(993, "tcp", "clients (any)")]["enabled"] is True
+    assert flows[(143, "tcp", "clients (any)")]["listen_port"] == 143
+    outbound = flows[(25, "tcp", "Mailbox server MAIL")]
+    assert outbound["service"] == 'send connector "Internet"' and outbound["enabled"] is True
+
+
+def test_table_lists_every_row(data_dir: Path) -> None:
+    lines = cli(data_dir, "ports").splitlines()
+    assert lines[0].split()[:2] == ["port", "purpose"]
+    assert len(lines) == 1 + 18  # the all-in-one rows (tests/unit/test_topology_flows.py)
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="apt install nftables")
+def test_nftables_output_passes_nft_check(data_dir: Path, tmp_path: Path) -> None:
+    cli(data_dir, "pop", "enable")
+    text = cli(data_dir, "ports", "--format", "nftables")
+    assert "tcp dport 995 accept" in text and "tcp dport 993 accept" not in text
+    path = tmp_path / "rules.nft"
+    path.write_text(text)
+    result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
