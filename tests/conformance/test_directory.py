@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
-from postwerk.store.records import DomainType, ReceiveConnector, RecipientKind
+from postwerk.store.records import DomainType, ReceiveConnector, RecipientKind, ServerRecord
 
 MAILBOX = RecipientKind.MAILBOX
 GROUP = RecipientKind.GROUP
@@ -172,3 +173,23 @@ async def test_receive_connectors_roundtrip_and_replace(backend: Any) -> None:
     c1b = _connector("Default Frontend", max_recipients_per_message=5000)
     await d.put_receive_connector(c1b)
     assert await d.list_receive_connectors() == [c2, c1b]
+
+
+async def test_servers_register_update_and_beat(backend: Any) -> None:
+    d = backend.directory
+    assert await d.list_servers() == []
+    first = ServerRecord("MAIL", "mail.example.com", ("cas", "mailbox"), (), 0, "1", 100.0, 0.0)
+    assert await d.put_server(first) == first
+    edge = ServerRecord("EDGE", "edge.example.com", ("edge",), ("192.0.2.1",), 0, "1", 150.0)
+    await d.put_server(edge)
+    # Re-registered (a new version, another address): the first registration time stays.
+    again = replace(first, addresses=("10.0.0.5",), version="2", registered_at=200.0)
+    stored = await d.put_server(again)
+    assert stored == replace(again, registered_at=100.0)
+    await d.touch_server("MAIL", 300.0)
+    assert await d.list_servers() == [edge, replace(stored, heartbeat_at=300.0)]
+    await d.touch_server("MAIL", 310.0, stopping=True)
+    [_, mail] = await d.list_servers()
+    assert (mail.heartbeat_at, mail.stopped_at) == (300.0, 310.0)
+    with pytest.raises(NotFound):
+        await d.touch_server("NOPE", 1.0)

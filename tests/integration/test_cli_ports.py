@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import cli, init_data_dir
+from tests.conftest import cli, init_data_dir, start_server, stop_server
 
 
 @pytest.fixture
@@ -57,3 +57,27 @@ def test_nftables_output_passes_nft_check(data_dir: Path, tmp_path: Path) -> Non
     path.write_text(text)
     result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_server_list_after_init_and_while_serving(
+    data_dir: Path, ca: trustme.CA, tmp_path: Path
+) -> None:
+    [entry] = json.loads(cli(data_dir, "server", "list", "--json"))
+    assert (entry["name"], entry["fqdn"], entry["roles"]) == (
+        "MAIL",
+        "mail.example.test",
+        ["cas", "mailbox"],
+    )
+    assert entry["running"] is False and entry["heartbeat_at"] == "never"
+    org = start_server(data_dir, ca)
+    try:
+        [entry] = json.loads(cli(data_dir, "server", "list", "--json"))
+        assert entry["running"] is True
+        assert "running" in cli(data_dir, "server", "list")
+    finally:
+        stop_server(org)
+    # A clean stop says so at once.
+    [entry] = json.loads(cli(data_dir, "server", "list", "--json"))
+    assert entry["running"] is False
+    assert entry["heartbeat_at"] != "never" and entry["stopped_at"] != "never"
+    assert "stopped (last seen " in cli(data_dir, "server", "list")

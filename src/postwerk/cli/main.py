@@ -160,6 +160,11 @@ async def initialize(data_dir: Path, settings: Settings, domain: str) -> None:
             settings.server.hostname.split(".")[0].upper(), settings.server.roles, ports
         ):
             await backend.sql.directory.put_receive_connector(connector)
+        # In the directory from the start; `serve` re-registers it and beats.
+        from postwerk.roles.registration import server_record
+
+        record = server_record(settings, settings.server.port_offset, heartbeat_at=0.0)
+        await backend.sql.directory.put_server(record)
     finally:
         await backend.close()
 
@@ -1126,8 +1131,10 @@ main.add_command(pop)
 main.add_command(imap)
 
 from postwerk.cli.ports import ports  # noqa: E402
+from postwerk.cli.servers import server  # noqa: E402
 
 main.add_command(ports)
+main.add_command(server)
 
 if __name__ == "__main__":
     # Run the imported module's group, which the verb modules above registered on

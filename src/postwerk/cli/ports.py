@@ -39,6 +39,15 @@ async def read_topology(ctx: _Ctx) -> Topology:
     )
 
 
+async def _read(ctx: _Ctx) -> tuple[Topology, list[str]]:
+    """This server's topology, and the addresses of the organization's other
+    servers (registered with `server list`), which its firewall never filters."""
+    topology = await read_topology(ctx)
+    servers = await ctx.backend.sql.directory.list_servers()
+    peers = [a for s in servers if s.name != topology.server for a in s.addresses]
+    return topology, peers
+
+
 def _access(stored: ProtocolSettings | None, kind: Any) -> AccessService | None:
     if stored is None:
         return None
@@ -82,11 +91,11 @@ def render_table(flows: list[Flow]) -> str:
 def ports(fmt: str, data_dir: Path) -> None:
     """This deployment's ports: every flow of the reference's tables (purpose, port,
     source, destination, connector or service) and whether it is enabled here."""
-    topology = _run(_with_backend(data_dir, read_topology))
+    topology, peers = _run(_with_backend(data_dir, _read))
     flows = deployment_flows(topology)
     if fmt == "json":
         _emit_json([f.to_json() for f in flows])
     elif fmt == "nftables":
-        click.echo(ruleset(topology.server, topology.fqdn, flows), nl=False)
+        click.echo(ruleset(topology.server, topology.fqdn, flows, peers), nl=False)
     else:
         click.echo(render_table(flows))

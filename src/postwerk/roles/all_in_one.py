@@ -23,6 +23,7 @@ from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.mailbox.tombstones import TombstonePruner
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import ProtocolRuntime
+from postwerk.roles.registration import Heartbeat, server_record
 from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
 from postwerk.services.pop3 import Pop3Context, Pop3Listener, Pop3Settings
 from postwerk.services.smtp import ReceiveContext, SmtpListener
@@ -116,6 +117,7 @@ class AllInOneServer:
     outbound: OutboundDelivery | None = None  # send connectors' delivery queues
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
     pruner: TombstonePruner | None = None  # expunge tombstones past `[database] tombstone_days`
+    heartbeat: Heartbeat | None = None  # this server's entry in the directory, kept alive
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
@@ -232,6 +234,12 @@ class AllInOneServer:
             self.backend.sql.mailstore, self.settings.database.tombstone_days
         )
         self.pruner.start()
+        # Registered once the listeners are up: `server list` then says it runs.
+        directory = self.backend.sql.directory
+        record = server_record(settings, self.port_offset, heartbeat_at=time.time())
+        await directory.put_server(record)
+        self.heartbeat = Heartbeat(directory, record.name)
+        self.heartbeat.start()
         self.transport.start()
         if self.outbound is not None:
             self.outbound.start()
@@ -243,6 +251,8 @@ class AllInOneServer:
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 await runtime.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self.pruner is not None:
             await self.pruner.stop()
         if self.workers is not None:

@@ -39,6 +39,7 @@ from postwerk.store.records import (
     RecipientKind,
     RecipientStatus,
     SendConnector,
+    ServerRecord,
     TrackingEvent,
     TransportCommit,
 )
@@ -293,6 +294,20 @@ class DirectoryStore(Protocol):
     async def list_send_connectors(self) -> list[SendConnector]: ...
 
     async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None: ...
+
+    async def put_server(self, server: ServerRecord) -> ServerRecord:
+        """Register a server or update it by name; its `registered_at` is kept from
+        the first registration. Returns what is stored."""
+        ...
+
+    async def list_servers(self) -> list[ServerRecord]:
+        """Every registered server, by name."""
+        ...
+
+    async def touch_server(self, name: str, at: float, *, stopping: bool = False) -> None:
+        """A running server's heartbeat, or (`stopping`) its clean stop at `at`.
+        NotFound for an unknown name."""
+        ...
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None: ...
 

@@ -28,6 +28,23 @@ class Organization:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRecord:
+    """One server of the organization as it registers itself (Exchange keeps a
+    server object per machine in Active Directory): what the other servers, the
+    ports tool and `server list` need to know of it."""
+
+    name: str  # the label connectors are named after: first hostname label, upper case
+    fqdn: str
+    roles: tuple[str, ...]  # "cas", "mailbox", "edge"
+    addresses: tuple[str, ...]  # where the other servers reach it; () = all its addresses
+    port_offset: int = 0
+    version: str = ""
+    registered_at: float = 0.0  # first registration (kept across re-registrations)
+    heartbeat_at: float = 0.0  # last sign of life from a running `serve`
+    stopped_at: float = 0.0  # when `serve` last stopped cleanly (0: never)
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptedDomain:
     name: str  # lower-case A-label form
     type: DomainType

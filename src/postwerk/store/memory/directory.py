@@ -16,6 +16,7 @@ from postwerk.store.records import (
     Recipient,
     RecipientKind,
     SendConnector,
+    ServerRecord,
 )
 
 
@@ -29,6 +30,7 @@ class MemoryDirectory:
         self._connectors: dict[str, ReceiveConnector] = {}
         self._send_connectors: dict[str, SendConnector] = {}
         self._protocols: dict[str, ProtocolSettings] = {}
+        self._servers: dict[str, ServerRecord] = {}
         self._next_id = 1
 
     async def get_organization(self) -> Organization | None:
@@ -174,6 +176,24 @@ class MemoryDirectory:
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
         self._protocols[settings.protocol] = settings
+
+    async def put_server(self, server: ServerRecord) -> ServerRecord:
+        old = self._servers.get(server.name)
+        stored = replace(server, registered_at=old.registered_at) if old else server
+        self._servers[server.name] = stored
+        return stored
+
+    async def list_servers(self) -> list[ServerRecord]:
+        return [self._servers[name] for name in sorted(self._servers)]
+
+    async def touch_server(self, name: str, at: float, *, stopping: bool = False) -> None:
+        old = self._servers.get(name)
+        if old is None:
+            raise NotFound(f"server {name} is not registered")
+        if stopping:
+            self._servers[name] = replace(old, stopped_at=at)
+        else:
+            self._servers[name] = replace(old, heartbeat_at=at)
 
     async def list_send_connectors(self) -> list[SendConnector]:
         return [self._send_connectors[k] for k in sorted(self._send_connectors)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -28,6 +28,7 @@ from postwerk.store.records import (
     Recipient,
     RecipientKind,
     SendConnector,
+    ServerRecord,
 )
 from postwerk.store.sqlite.database import Database
 from postwerk.store.sqlite.schema import (
@@ -39,6 +40,7 @@ from postwerk.store.sqlite.schema import (
     receive_connector,
     recipient,
     send_connector,
+    server,
 )
 
 _CONNECTOR_TUPLES = frozenset(
@@ -398,6 +400,60 @@ class SqliteDirectory:
             )
 
         return await self._db.read(run)
+
+    async def put_server(self, record: ServerRecord) -> ServerRecord:
+        def run(conn: Connection) -> ServerRecord:
+            old = conn.execute(
+                select(server.c.registered_at).where(server.c.name == record.name)
+            ).first()
+            stored = record if old is None else replace(record, registered_at=old[0])
+            conn.execute(delete(server).where(server.c.name == record.name))
+            conn.execute(
+                insert(server).values(
+                    name=stored.name,
+                    fqdn=stored.fqdn,
+                    roles=json.dumps(list(stored.roles)),
+                    addresses=json.dumps(list(stored.addresses)),
+                    port_offset=stored.port_offset,
+                    version=stored.version,
+                    registered_at=stored.registered_at,
+                    heartbeat_at=stored.heartbeat_at,
+                    stopped_at=stored.stopped_at,
+                )
+            )
+            return stored
+
+        return await self._db.write(run)
+
+    async def list_servers(self) -> list[ServerRecord]:
+        def run(conn: Connection) -> list[ServerRecord]:
+            rows = conn.execute(select(server).order_by(server.c.name)).mappings()
+            return [
+                ServerRecord(
+                    name=r["name"],
+                    fqdn=r["fqdn"],
+                    roles=tuple(json.loads(r["roles"])),
+                    addresses=tuple(json.loads(r["addresses"])),
+                    port_offset=r["port_offset"],
+                    version=r["version"],
+                    registered_at=r["registered_at"],
+                    heartbeat_at=r["heartbeat_at"],
+                    stopped_at=r["stopped_at"],
+                )
+                for r in rows
+            ]
+
+        return await self._db.read(run)
+
+    async def touch_server(self, name: str, at: float, *, stopping: bool = False) -> None:
+        values = {"stopped_at": at} if stopping else {"heartbeat_at": at}
+
+        def run(conn: Connection) -> None:
+            done = conn.execute(update(server).where(server.c.name == name).values(**values))
+            if done.rowcount == 0:
+                raise NotFound(f"server {name} is not registered")
+
+        await self._db.write(run)
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
         row = {

@@ -150,6 +150,21 @@ protocol_settings = Table(
     Column("settings", Text, nullable=False),  # JSON of the service's typed settings
 )
 
+# The organization's servers, as each registers itself (`postwerk init` / `serve`).
+server = Table(
+    "server",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("fqdn", String, nullable=False),
+    Column("roles", Text, nullable=False),  # JSON array
+    Column("addresses", Text, nullable=False),  # JSON array
+    Column("port_offset", Integer, nullable=False),
+    Column("version", String, nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float, nullable=False),
+)
+
 send_connector = Table(
     "send_connector",
     metadata,
