@@ -397,6 +397,12 @@ def demo(data_dir: Path, domain: str, port_offset: int) -> None:
     click.echo(
         f"  SMTP submission: 127.0.0.1:{587 + port_offset}  (Client Frontend, STARTTLS+AUTH)"
     )
+    click.echo(
+        f"  IMAP4 / POP3   : off; `postwerk imap enable` then 127.0.0.1:{993 + port_offset}"
+        f" (TLS), `pop enable` then {995 + port_offset}"
+    )
+    admin = settings.admin.port + port_offset
+    click.echo(f"  health, metrics: http://127.0.0.1:{admin}/healthz and /metrics")
     click.echo(f"  demo mailbox   : {address}")
     click.echo(f"  password       : {password}")
     click.echo("")

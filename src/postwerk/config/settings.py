@@ -254,6 +254,22 @@ class LoggingSettings(BaseModel):
     format: str = Field("json", description="`json` (one object per line) or `console`.")
 
 
+class AdminSettings(BaseModel):
+    """The admin listener: health (`/healthz`) and Prometheus metrics (`/metrics`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve /healthz and /metrics.")
+    bind: str = Field(
+        "127.0.0.1",
+        description="Address of the admin listener: loopback by default, so that only "
+        "this machine (or a scraper you point at it through a tunnel) can read it.",
+    )
+    port: int = Field(
+        9025, ge=1, le=65535, description="Port of the admin listener; the port offset applies."
+    )
+
+
 class AgentSettings(BaseModel):
     """Transport agents, called in the order listed (docs/agents.md)."""
 
@@ -319,6 +335,7 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
 
 class ConfigError(Exception):

@@ -21,6 +21,7 @@ from postwerk.directory.service import Directory
 from postwerk.frontend.routing import MailboxBackend, SingleServerLocator
 from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.mailbox.tombstones import TombstonePruner
+from postwerk.roles.admin import AdminListener, AdminProbes, Check
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import ProtocolRuntime
 from postwerk.roles.registration import Heartbeat, server_record
@@ -118,6 +119,7 @@ class AllInOneServer:
     workers: DeliveryWorkers | None = None  # more delivery processes (delivery_processes)
     pruner: TombstonePruner | None = None  # expunge tombstones past `[database] tombstone_days`
     heartbeat: Heartbeat | None = None  # this server's entry in the directory, kept alive
+    admin: AdminListener | None = None  # /healthz and /metrics on loopback (`[admin]`)
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
@@ -177,7 +179,8 @@ class AllInOneServer:
         host = settings.server.bind or None
         if not self.ephemeral_ports:
             try:
-                check_port_offset(self.port_offset, ports)
+                admin = [settings.admin.port] if settings.admin.enabled else []
+                check_port_offset(self.port_offset, sorted({*ports, *admin}))
             except PortOffsetOutOfRange:
                 await self.stop()
                 raise
@@ -241,12 +244,63 @@ class AllInOneServer:
         self.heartbeat = Heartbeat(directory, record.name)
         self.heartbeat.start()
         self.transport.start()
+        if settings.admin.enabled:
+            port = 0 if self.ephemeral_ports else settings.admin.port + self.port_offset
+            self.admin = AdminListener(self._probes(), settings.admin.bind, port)
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                self.admin = None
+                await self.stop()
+                raise PortInUse(
+                    f"cannot listen on {settings.admin.bind}:{port} (admin): {exc.strerror or exc}"
+                ) from exc
+            log.info("listening", port=self.admin.bound_port, host=settings.admin.bind, admin=True)
         if self.outbound is not None:
             self.outbound.start()
         if self.workers is not None:
             await self.workers.start()
 
+    def _probes(self) -> AdminProbes:
+        """What /healthz checks per role and what /metrics reads at each scrape."""
+
+        async def smtp_listening() -> bool:
+            return bool(self.listeners) and all(
+                listener.server is not None and listener.server.is_serving()
+                for listener in self.listeners
+            )
+
+        async def access_services() -> bool:
+            return all(r is None or r.healthy for r in (self.pop3, self.imap))
+
+        async def database() -> bool:
+            await self.backend.sql.directory.get_organization()
+            return True
+
+        async def transport() -> bool:
+            return self.transport.running
+
+        checks: dict[str, dict[str, Check]] = {}
+        if "cas" in self.settings.server.roles:
+            checks["cas"] = {"smtp_listeners": smtp_listening, "imap4_pop3": access_services}
+        if "mailbox" in self.settings.server.roles:
+            checks["mailbox"] = {"database": database, "transport": transport}
+
+        def connections() -> dict[str, int]:
+            return {
+                "smtp": sum(len(listener.live) for listener in self.listeners),
+                "imap4": self.imap.open_connections if self.imap else 0,
+                "pop3": self.pop3.open_connections if self.pop3 else 0,
+            }
+
+        async def queues() -> dict[str, int]:
+            return {q.name: q.count for q in await self.backend.sql.queue.summaries()}
+
+        return AdminProbes(checks, connections, queues)
+
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
         for runtime in (self.pop3, self.imap):
             if runtime is not None:

@@ -87,6 +87,16 @@ class ProtocolRuntime:
         self._last_error: str | None = None
 
     @property
+    def healthy(self) -> bool:
+        """No error at the last reconcile (a port that could not be bound, bad settings)."""
+        return self._last_error is None
+
+    @property
+    def open_connections(self) -> int:
+        counts = getattr(self.ctx, "by_ip", None)
+        return int(counts.total) if counts is not None else 0
+
+    @property
     def bound_ports(self) -> dict[int, int]:
         return {port: listener.bound_port for port, listener in self.listeners.items()}
 

@@ -37,6 +37,7 @@ from postwerk.directory.cache import RecipientLookup
 from postwerk.directory.connectors import BASIC_AUTH, select_connector
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
+from postwerk.observe import metrics
 from postwerk.protocols.sasl import mechanisms as sasl
 from postwerk.protocols.smtp import commands as cmd
 from postwerk.protocols.smtp.connection import (
@@ -740,10 +741,13 @@ class SmtpSession:
         if txn is None or txn.intake is None:
             return replies.BAD_SEQUENCE
         self.committing = True
+        started = time.monotonic()
         try:
             reply = await txn.intake.finish()
         finally:
             self.committing = False
+        metrics.SMTP_COMMIT_SECONDS.observe(time.monotonic() - started)
+        metrics.SMTP_MESSAGES.labels(result="accepted" if reply.code == 250 else "rejected").inc()
         self.log.info("end_of_data", code=reply.code, queue_id=txn.intake.queue_id)
         return reply
 

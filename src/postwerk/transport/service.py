@@ -24,6 +24,7 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.core.replies import Reply
 from postwerk.mime.summary import summarize
+from postwerk.observe import metrics
 from postwerk.protocols.imap.responses import stored_envelope as imap_envelope
 from postwerk.store.api import (
     PENDING_STATUSES,
@@ -422,6 +423,8 @@ class TransportService:
                 self.log.exception("dsn_failed", queue_id=message_id)
 
     def _notify(self, delivered: Sequence[QueuedRecipient]) -> None:
+        if delivered:
+            metrics.MAILBOX_DELIVERIES.inc(len(delivered))
         if delivered and self.on_delivered is not None:
             self.on_delivered(sorted({int(r.next_hop[len(MAILBOX_HOP) :]) for r in delivered}))
 
@@ -473,6 +476,11 @@ class TransportService:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._dispatch_loop(), name="store-driver"))
+
+    @property
+    def running(self) -> bool:
+        """The store driver is working (for the admin listener's readiness)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self) -> None:
         self._stopping = True
