@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import cli, init_data_dir, start_server, stop_server
+from tests.conftest import (
+    child_env,
+    cli,
+    init_data_dir,
+    postwerk_command,
+    start_server,
+    stop_server,
+)
+from tests.integration.test_durability import start_serve
 
 
 @pytest.fixture
@@ -81,3 +89,43 @@ def test_server_list_after_init_and_while_serving(
     assert entry["running"] is False
     assert entry["heartbeat_at"] != "never" and entry["stopped_at"] != "never"
     assert "stopped (last seen " in cli(data_dir, "server", "list")
+
+
+def run_cli(data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*postwerk_command(), *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**child_env(), **env},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_connectivity_probes_what_should_be_open(tmp_path: Path, ca: trustme.CA) -> None:
+    """A real `serve` on a random offset; `test connectivity` connects to each
+    enabled inbound flow and checks its greeting, over TLS on 993/995."""
+    data_dir = tmp_path / "served"
+    init_data_dir(data_dir, ca)
+    cli(data_dir, "imap", "enable")
+    cli(data_dir, "pop", "enable")
+    log = tmp_path / "serve.log"
+    served = start_serve(data_dir, log)
+    try:
+        # serve took its offset on the command line; the probe reads the configuration.
+        env_offset = {"POSTWERK_SERVER__PORT_OFFSET": str(served.offset)}
+        result = run_cli(data_dir, env_offset, "test", "connectivity", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        probes = {(p["port"], p["source"]): p for p in json.loads(result.stdout)}
+        for port in (25, 587, 143, 993, 110, 995):
+            source = "Internet (any)" if port == 25 else "clients (any)"
+            assert probes[(port, source)]["outcome"] == "passed", probes[(port, source)]
+        assert "over TLS" in probes[(993, "clients (any)")]["detail"]
+        assert probes[(443, "clients (any)")]["outcome"] == "skipped"
+        assert probes[(2525, "Client Access server MAIL")]["outcome"] == "skipped"
+    finally:
+        served.terminate()
+    # Stopped: every probe of an enabled flow fails, and the exit status says so.
+    result = run_cli(data_dir, env_offset, "test", "connectivity")
+    assert result.returncode == 1
+    assert "failed" in result.stdout

@@ -1136,10 +1136,11 @@ from postwerk.cli.client_protocols import imap, pop  # noqa: E402
 main.add_command(pop)
 main.add_command(imap)
 
-from postwerk.cli.ports import ports  # noqa: E402
+from postwerk.cli.ports import ports, test_group  # noqa: E402
 from postwerk.cli.servers import server  # noqa: E402
 
 main.add_command(ports)
+main.add_command(test_group)
 main.add_command(server)
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from postwerk.cli.main import _Ctx, _emit_json, _run, _with_backend, data_dir_op
 from postwerk.services.imap import ImapSettings
 from postwerk.services.pop3 import Pop3Settings
 from postwerk.store.records import ProtocolSettings
+from postwerk.topology.connectivity import Outcome, probe_flows
 from postwerk.topology.flows import AccessService, Flow, Topology, deployment_flows
 from postwerk.topology.nftables import ruleset
 
@@ -99,3 +100,37 @@ def ports(fmt: str, data_dir: Path) -> None:
         click.echo(ruleset(topology.server, topology.fqdn, flows, peers), nl=False)
     else:
         click.echo(render_table(flows))
+
+
+@click.group("test")
+def test_group() -> None:
+    """Checks of a running deployment (Test-*Connectivity)."""
+
+
+@test_group.command("connectivity")
+@click.option(
+    "--host",
+    default=None,
+    help="Where to connect. Default: server.bind, else 127.0.0.1.",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per probe.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@data_dir_option
+def connectivity(host: str | None, timeout: float, as_json: bool, data_dir: Path) -> None:
+    """Probe every flow of `postwerk ports` that should be open: connect to its port
+    and check the service's greeting (TLS first on 993/995). Exit 1 if one fails."""
+    topology, bind = _run(_with_backend(data_dir, _topology_and_bind))
+    target = host or bind or "127.0.0.1"
+    probes = _run(probe_flows(deployment_flows(topology), target, timeout))
+    if as_json:
+        _emit_json([p.to_json() for p in probes])
+    else:
+        for p in probes:
+            where = f"{p.flow.port}/{p.flow.transport}"
+            click.echo(f"{p.outcome.value:8} {where:9} {p.flow.purpose[:40]:40} {p.detail}")
+    if any(p.outcome is Outcome.FAILED for p in probes):
+        raise SystemExit(1)
+
+
+async def _topology_and_bind(ctx: _Ctx) -> tuple[Topology, str]:
+    return await read_topology(ctx), ctx.settings.server.bind
