@@ -14,13 +14,12 @@ is logged and retried at the next round, never fatal.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
 import structlog
 
+from postwerk.core.periodic import PeriodicTask
 from postwerk.store.api import MailStore
 
 log = structlog.get_logger("postwerk.mailbox")
@@ -40,10 +39,10 @@ class TombstonePruner:
     ) -> None:
         self.mail = mail
         self.retention = retention_days * DAY
-        self.interval = interval
-        self.first_delay = first_delay
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask(
+            "tombstone-pruner", self.prune_once, interval, first_delay=first_delay
+        )
 
     async def prune_once(self) -> int:
         """Forget the tombstones older than the retention; returns how many."""
@@ -53,20 +52,7 @@ class TombstonePruner:
         return pruned
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tombstone-pruner")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        await asyncio.sleep(self.first_delay)
-        while True:
-            try:
-                await self.prune_once()
-            except Exception:
-                log.exception("tombstone_prune_failed")
-            await asyncio.sleep(self.interval)
+        await self._periodic.stop()

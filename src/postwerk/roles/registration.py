@@ -12,18 +12,14 @@ time, so a reader can tell a running server from a stopped one
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from importlib import metadata
 
-import structlog
-
 from postwerk.config.settings import Settings
+from postwerk.core.periodic import PeriodicTask
 from postwerk.store.api import DirectoryStore
 from postwerk.store.records import ServerRecord
-
-log = structlog.get_logger("postwerk.server")
 
 HEARTBEAT_SECONDS = 30.0
 # Three missed heartbeats: the server is taken for stopped.
@@ -64,25 +60,16 @@ class Heartbeat:
     def __init__(self, directory: DirectoryStore, name: str) -> None:
         self.directory = directory
         self.name = name
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask("server-heartbeat", self._beat, HEARTBEAT_SECONDS)
+
+    async def _beat(self) -> None:
+        await self.directory.touch_server(self.name, time.time())
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="server-heartbeat")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         # A clean stop says so at once instead of after three missed beats.
         with contextlib.suppress(Exception):
             await self.directory.touch_server(self.name, time.time(), stopping=True)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            try:
-                await self.directory.touch_server(self.name, time.time())
-            except Exception:
-                log.exception("heartbeat_failed", server=self.name)
