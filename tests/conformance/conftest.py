@@ -2,19 +2,31 @@
 
 SQLite databases are migrated once per session into a template file that each
 test copies: a fresh database per test without paying a migration per test.
+
+PostgreSQL (M4) joins store by store: a test module whose store runs on it
+asks for `backend_with_postgresql` instead. Its databases are copies
+(`CREATE DATABASE ... TEMPLATE`) of one migrated per session on the machine's
+server (127.0.0.1:5432), each dropped after its test; when no PostgreSQL
+answers the PostgreSQL cases skip, unless POSTWERK_REQUIRE_POSTGRES=1.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from postwerk.store.memory import MemoryBackend
-from postwerk.store.sqlite import open_sqlite, upgrade
+from postwerk.store.sqlite import migrate, open_sqlite, upgrade
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -48,3 +60,73 @@ async def backend(request: pytest.FixtureRequest, sqlite_path: Path) -> AsyncIte
         yield sql
     finally:
         await sql.close()
+
+
+PG_SERVER = os.environ.get("POSTWERK_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+PG_ADMIN_DB = "test"  # the database the machine provides; ours are created beside it
+
+
+async def pg_admin(statement: str) -> None:
+    engine = create_async_engine(f"{PG_SERVER}/{PG_ADMIN_DB}", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def _pg_unavailable(exc: Exception) -> None:
+    if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
+        raise exc
+    pytest.skip(f"no PostgreSQL at {PG_SERVER}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A migrated PostgreSQL database to copy (None when there is no server)."""
+    name = f"postwerk_template_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, OperationalError, DBAPIError) as exc:
+        if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
+            raise
+        del exc
+        yield None
+        return
+    try:
+        asyncio.run(migrate(f"{PG_SERVER}/{name}"))
+        yield name
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=[*BACKENDS, "postgresql"])
+async def backend_with_postgresql(
+    request: pytest.FixtureRequest, sqlite_path: Path, pg_template: str | None
+) -> AsyncIterator[Any]:
+    """`backend`, plus the SQL stores on PostgreSQL (a fresh copy of the migrated
+    template per test): for the stores that run there."""
+    if request.param == "memory":
+        mem = MemoryBackend()
+        yield mem
+        await mem.close()
+        return
+    if request.param == "sqlite":
+        sql = await open_sqlite(sqlite_path)
+        try:
+            yield sql
+        finally:
+            await sql.close()
+        return
+    if pg_template is None:
+        _pg_unavailable(RuntimeError("the server did not answer"))
+    name = f"postwerk_test_{secrets.token_hex(6)}"
+    await pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    try:
+        pg = await open_sqlite(f"{PG_SERVER}/{name}")
+        try:
+            yield pg
+        finally:
+            await pg.close()
+    finally:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

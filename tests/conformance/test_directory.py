@@ -14,6 +14,12 @@ MAILBOX = RecipientKind.MAILBOX
 GROUP = RecipientKind.GROUP
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    """This store runs on PostgreSQL too (M4): memory, SQLite and PostgreSQL."""
+    return backend_with_postgresql
+
+
 async def test_organization_set_once_rename_keeps_created(backend: Any) -> None:
     d = backend.directory
     assert await d.get_organization() is None

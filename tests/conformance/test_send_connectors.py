@@ -10,6 +10,12 @@ from postwerk.core.errors import NotFound
 from postwerk.store.records import AddressSpace, ProtocolSettings, SendConnector
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    """This store runs on PostgreSQL too (M4): memory, SQLite and PostgreSQL."""
+    return backend_with_postgresql
+
+
 async def test_send_connector_roundtrip(backend: Any) -> None:
     d = backend.directory
     assert await d.list_send_connectors() == []
