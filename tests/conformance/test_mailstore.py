@@ -14,6 +14,12 @@ from postwerk.store.records import Flag, Folder, NewItem
 MBX = 7
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    """This store runs on PostgreSQL too (M4): memory, SQLite and PostgreSQL."""
+    return backend_with_postgresql
+
+
 def new(
     folder: str = "Inbox",
     *,

@@ -16,6 +16,12 @@ from postwerk.store.records import Flag, FolderChanges, ItemBrief, ItemHead, Ite
 from tests.conformance.test_mailstore import MBX, inbox, new
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    """This store runs on PostgreSQL too (M4): memory, SQLite and PostgreSQL."""
+    return backend_with_postgresql
+
+
 async def _five(backend: Any) -> int:
     ms = backend.mailstore
     await ms.create_default_folders(MBX)

@@ -23,6 +23,12 @@ from postwerk.store.records import Flag, Folder, Item
 from tests.conformance.test_mailstore import MBX, check_counters, new
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    """This store runs on PostgreSQL too (M4): memory, SQLite and PostgreSQL."""
+    return backend_with_postgresql
+
+
 async def folder(backend: Any, name: str, mailbox: int = MBX) -> Folder:
     found: Folder = await backend.mailstore.get_folder(mailbox, name)
     return found

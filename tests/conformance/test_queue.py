@@ -15,6 +15,11 @@ from postwerk.store.records import QueuedMessage, QueuedRecipient, RecipientStat
 READY = RecipientStatus.READY
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    return backend_with_postgresql
+
+
 def msg(mid: str, received: float = 1000.0, **kw: Any) -> QueuedMessage:
     fields: dict[str, Any] = {
         "id": mid,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from postwerk.store.records import TrackingEvent
+
+
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    return backend_with_postgresql
 
 
 def ev(ts: float, event_id: str = "RECEIVE", **kw: Any) -> TrackingEvent:

@@ -12,6 +12,11 @@ from tests.conformance.test_mailstore import MBX, new
 from tests.conformance.test_queue import msg, rcpt
 
 
+@pytest.fixture
+def backend(backend_with_postgresql: Any) -> Any:
+    return backend_with_postgresql
+
+
 def ev(mid: str, event_id: str) -> TrackingEvent:
     return TrackingEvent(timestamp=1000.0, event_id=event_id, source="SMTP", message_id=mid)
 

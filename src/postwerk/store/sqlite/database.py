@@ -27,13 +27,15 @@ other databases (asyncpg, M4) the same job functions run through
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
@@ -51,17 +53,95 @@ READERS = 4
 WriteFn = Callable[[Connection], Any]
 
 
-def driver_cursor(conn: Connection) -> sqlite3.Cursor:
+# Positional parameters for `?`, or a mapping for `:name` (as sqlite3 takes them).
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class Cursor(Protocol):
+    """What the hot paths use of a DB-API cursor (sqlite3's, or `DialectCursor`)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: str, parameters: Params = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def driver_cursor(conn: Connection) -> Cursor:
     """A stdlib cursor on the connection under `conn`, inside its transaction.
 
     For the write hot paths only (delivery, queue, tracking): they run prepared
     SQL text here instead of SQLAlchemy statements, whose per-execution Python
     cost exceeded SQLite's own work and held the GIL against the event loop.
+    On another database (PostgreSQL) the same SQL goes through `DialectCursor`.
     """
     raw = conn.connection.driver_connection
-    if not isinstance(raw, sqlite3.Connection):
-        raise TypeError("driver_cursor needs the SQLite writer connection")
-    return raw.cursor()
+    if isinstance(raw, sqlite3.Connection):
+        return raw.cursor()
+    return DialectCursor(conn)
+
+
+_QMARK = re.compile(r"\?")
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class DialectCursor:
+    """The hot paths' SQL (written with `?` parameters, as sqlite3 takes them) on
+    another database: placeholders rewritten to the dialect's style, statements
+    run through SQLAlchemy's driver-level execution in the caller's transaction.
+    The SQL must not contain a literal "?" (none of ours does)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._result: Any = None
+        self.rowcount = -1
+
+    def _sql(self, sql: str) -> tuple[str, list[str]]:
+        """The statement in the dialect's placeholders, and the parameter names
+        in order when it used `:name` ones."""
+        names = _NAMED.findall(sql)
+        if names:
+            sql = _NAMED.sub("?", sql)
+        style = self._conn.dialect.paramstyle
+        if style == "qmark":
+            return sql, names
+        if style == "numeric_dollar":
+            n = itertools.count(1)
+            return _QMARK.sub(lambda _m: f"${next(n)}", sql), names
+        if style in ("format", "pyformat"):
+            return sql.replace("%", "%%").replace("?", "%s"), names
+        raise TypeError(f"no placeholder rewrite for paramstyle {style!r}")
+
+    @staticmethod
+    def _values(parameters: Params, names: list[str]) -> tuple[Any, ...]:
+        if isinstance(parameters, Mapping):
+            return tuple(parameters[name] for name in names)
+        return tuple(parameters)
+
+    def execute(self, sql: str, parameters: Params = (), /) -> DialectCursor:
+        text, names = self._sql(sql)
+        self._result = self._conn.exec_driver_sql(text, self._values(parameters, names))
+        self.rowcount = self._result.rowcount
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> DialectCursor:
+        text, names = self._sql(sql)
+        rows = [self._values(p, names) for p in seq_of_parameters]
+        if rows:
+            self._result = self._conn.exec_driver_sql(text, rows)
+            self.rowcount = self._result.rowcount
+        return self
+
+    def fetchone(self) -> Any:
+        return self._result.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._result.fetchall())
 
 
 def to_url(url_or_path: str | Path) -> str:

@@ -55,7 +55,7 @@ from postwerk.store.records import (
     ItemState,
     NewItem,
 )
-from postwerk.store.sqlite.database import Database, driver_cursor
+from postwerk.store.sqlite.database import Cursor, Database, DialectCursor, driver_cursor
 from postwerk.store.sqlite.schema import expunged_item, folder, item, sequence, subscription
 
 _UIDV = "uidvalidity"
@@ -138,7 +138,7 @@ def _item_from_row(row: Any) -> Item:
     )
 
 
-def _bury(cur: sqlite3.Cursor, folder_id: int, uids: Sequence[int]) -> None:
+def _bury(cur: Cursor, folder_id: int, uids: Sequence[int]) -> None:
     """Tombstones for UIDs that left a folder, at the MODSEQ the folder has now."""
     now = time.time()
     cur.executemany(
@@ -156,7 +156,9 @@ _PRUNE_SQL = (
     "INSERT INTO expunged_item (folder_id, uid, modseq, expunged_at)"
     " SELECT folder_id, 0, MAX(modseq), ? FROM expunged_item"
     " WHERE expunged_at < ? AND uid != 0 GROUP BY folder_id"
-    " ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = MAX(modseq, excluded.modseq)"
+    " ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = CASE"
+    " WHEN excluded.modseq > expunged_item.modseq THEN excluded.modseq"
+    " ELSE expunged_item.modseq END"
 )
 
 
@@ -269,6 +271,11 @@ _HEAD_SQL = (
     " COALESCE(header_size, json_extract(summary, '$.header_size')), size,"
     " internal_date, imap_envelope FROM item"
 )
+# PostgreSQL databases start at migration 0006 or later: no row predates the column.
+_HEAD_SQL_OTHER = (
+    "SELECT uid, blob_id, header_prefix, header_size, size, internal_date, imap_envelope"
+    " FROM item"
+)
 
 
 def _rows_by_uid(
@@ -291,7 +298,7 @@ def _raw_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     raw = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
         return raw.execute(sql, params).fetchall()
-    return list(conn.exec_driver_sql(sql, params).fetchall())
+    return DialectCursor(conn).execute(sql, params).fetchall()
 
 
 class SqliteMailStore:
@@ -521,7 +528,10 @@ class SqliteMailStore:
             return [
                 ItemHead(uid, blob, bytes(prefix), int(hsize or 0), size, date, env)
                 for uid, blob, prefix, hsize, size, date, env in _rows_by_uid(
-                    conn, _HEAD_SQL, folder_id, uids
+                    conn,
+                    _HEAD_SQL if conn.dialect.name == "sqlite" else _HEAD_SQL_OTHER,
+                    folder_id,
+                    uids,
                 )
             ]
 
@@ -845,7 +855,7 @@ class SqliteMailStore:
 
 
 def _arrive(
-    cur: sqlite3.Cursor, dest_folder_id: int, rows: list[tuple[int, int, int, int]]
+    cur: Cursor, dest_folder_id: int, rows: list[tuple[int, int, int, int]]
 ) -> tuple[int, int]:
     """Take UIDs for `rows` in the destination and adjust its counters; one change,
     so one new MODSEQ that every arrival takes. Returns (first new uid, modseq)."""

@@ -215,11 +215,14 @@ class SqliteQueue:
                     queue_recipient.c.next_hop.startswith(next_hop_prefix, autoescape=True)
                 )
             if partition is not None:
-                # store.api.partition_of in SQL: instr() is 0 for a non-hex digit.
+                # store.api.partition_of in SQL: the position of the id's last hex
+                # digit, 0 for a non-hex one (SQLite instr(); PostgreSQL strpos()).
                 k, n = partition
-                digit = func.instr(
-                    "0123456789abcdef", func.lower(func.substr(queue_recipient.c.message_id, -1))
-                )
+                message_id = queue_recipient.c.message_id
+                if conn.dialect.name == "sqlite":
+                    digit = func.instr("0123456789abcdef", func.lower(func.substr(message_id, -1)))
+                else:
+                    digit = func.strpos("0123456789abcdef", func.lower(func.right(message_id, 1)))
                 conditions.append((digit - 1 + n) % n == k)
             rows = conn.execute(
                 select(queue_recipient)
