@@ -103,8 +103,11 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def init_data_dir(data_dir: Path, ca: trustme.CA, domain: str = DOMAIN) -> None:
-    """`postwerk init` in-process, with a certificate from the test CA and cheap hashing."""
+def init_data_dir(
+    data_dir: Path, ca: trustme.CA, domain: str = DOMAIN, extra: tuple[str, ...] = ()
+) -> None:
+    """`postwerk init` in-process (with `extra` options), a certificate from the test
+    CA and cheap hashing."""
     from click.testing import CliRunner
 
     from postwerk.cli.main import main
@@ -121,6 +124,7 @@ def init_data_dir(data_dir: Path, ca: trustme.CA, domain: str = DOMAIN) -> None:
             "mail.example.test",
             "--bind",
             "127.0.0.1",
+            *extra,
         ],
     )
     assert result.exit_code == 0, result.output

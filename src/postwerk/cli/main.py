@@ -153,8 +153,11 @@ async def initialize(data_dir: Path, settings: Settings, domain: str) -> None:
     backend = await open_backend(settings, data_dir)
     try:
         directory = directory_for(backend, settings)
-        await backend.sql.directory.set_organization(settings.server.organization)
-        await directory.add_domain(domain, DomainType.AUTHORITATIVE, default=True)
+        if await backend.sql.directory.get_organization() is None:
+            await backend.sql.directory.set_organization(settings.server.organization)
+            await directory.add_domain(domain, DomainType.AUTHORITATIVE, default=True)
+        # else: a shared database (PostgreSQL) whose organization exists: this server
+        # joins it with its own connectors and registration.
         ports = settings.ports.model_dump()
         for connector in default_receive_connectors(
             settings.server.hostname.split(".")[0].upper(), settings.server.roles, ports
@@ -204,8 +207,8 @@ def init(
     if (data_dir / CONFIG_FILE).exists():
         _fail(f"{data_dir / CONFIG_FILE} exists already; this server is initialized")
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
-    if database and not database.startswith("sqlite:///"):
-        _fail("only SQLite is supported until M4 (PostgreSQL)")
+    if database and not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        _fail("--database takes sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     try:
         settings = Settings.model_validate(
             {
@@ -291,7 +294,7 @@ async def _serve(
     port_offset: int | None,
     ready: Callable[[Any], None] | None = None,
 ) -> int:
-    from postwerk.roles.all_in_one import PortInUse, build
+    from postwerk.roles.all_in_one import PortInUse, build, database_path
     from postwerk.store.sqlite.migrations import migrate
 
     # One server per data directory: a second one would, among other things, clear
@@ -306,11 +309,7 @@ async def _serve(
         click.echo(f"postwerk: a server already runs on {data_dir} (pid {running})", err=True)
         return 1
     try:
-        await migrate(
-            data_dir / "postwerk.db"
-            if not settings.database.url
-            else Path(settings.database.url[len("sqlite:///") :])
-        )
+        await migrate(database_path(settings, data_dir))
         server = await build(settings, data_dir, port_offset)
         await server.start()
     except PortInUse as exc:

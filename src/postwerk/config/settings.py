@@ -89,7 +89,8 @@ class DatabaseSettings(BaseModel):
     url: str = Field(
         "",
         description="Database URL. Empty: SQLite file `postwerk.db` in the data directory "
-        "(the embedded default). `postgresql://…` arrives in M4.",
+        "(the embedded default). `postgresql://USER@HOST:PORT/DB`: PostgreSQL (driver "
+        "asyncpg, the `postgres` extra), the database an organization's servers share.",
     )
     tombstone_days: float = Field(
         30.0,

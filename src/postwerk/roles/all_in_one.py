@@ -67,13 +67,21 @@ def check_port_offset(offset: int, ports: list[int]) -> None:
         )
 
 
-def database_path(settings: Settings, data_dir: Path) -> Path:
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
+
+
+def database_path(settings: Settings, data_dir: Path) -> Path | str:
+    """The database to open: a SQLite file, or a PostgreSQL URL for the asyncpg driver
+    (`postgresql://user@host:5432/db` as admins write it)."""
     url = settings.database.url
     if not url:
         return data_dir / "postwerk.db"
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :])
-    raise ValueError(f"unsupported database URL {url!r} (PostgreSQL arrives in M4)")
+    for scheme in POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+asyncpg://" + url[len(scheme) :]
+    raise ValueError(f"unsupported database URL {url!r}: sqlite:///PATH or postgresql://…")
 
 
 def make_hasher(settings: Settings) -> PasswordHasher:

@@ -1,0 +1,106 @@
+"""A whole server on PostgreSQL (M4): `init --database postgresql://…`, then mail
+in over SMTP and out over IMAP and POP3, and a second server joining the same
+organization. The database is created for the test on the machine's server
+(127.0.0.1:5432) and dropped after; skipped without one unless
+POSTWERK_REQUIRE_POSTGRES=1 (.ci/run sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import json
+import os
+import poplib
+import secrets
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tests.conformance.conftest import PG_SERVER, pg_admin
+from tests.conftest import (
+    DOMAIN,
+    PASSWORD,
+    cli,
+    init_data_dir,
+    populate,
+    start_server,
+    stop_server,
+    wait_for,
+)
+
+ALICE = f"alice@{DOMAIN}"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """`postgresql://…/postwerk_server_<random>`, as an admin would write it."""
+    name = f"postwerk_server_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, OperationalError, DBAPIError) as exc:
+        if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"no PostgreSQL at {PG_SERVER}: {exc}")
+    try:
+        yield PG_SERVER.replace("postgresql+asyncpg://", "postgresql://") + f"/{name}"
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_server_on_postgresql_carries_mail(
+    tmp_path: Path, ca: trustme.CA, pg_database: str
+) -> None:
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, ca, extra=("--database", pg_database))
+    assert f'url = "{pg_database}"' in (data_dir / "postwerk.toml").read_text()
+    assert not (data_dir / "postwerk.db").exists()  # nothing in SQLite
+    populate(data_dir)
+    cli(data_dir, "imap", "enable")
+    cli(data_dir, "pop", "enable")
+    org = start_server(data_dir, ca)
+    try:
+        with smtplib.SMTP("127.0.0.1", org.smtp_port, timeout=10) as s:
+            s.sendmail("someone@remote.test", [ALICE], b"Subject: on postgres\r\n\r\nhello\r\n")
+        assert len(org.wait_inbox(ALICE, 1)) == 1
+        wait_for(lambda: {143, 993, 110, 995} <= set(org.server.ports), timeout=20)
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", org.server.ports[993], ssl_context=org.client_context(), timeout=10
+        )
+        imap.login(ALICE, PASSWORD)
+        imap.select("INBOX")
+        typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: on postgres" in data[0][1]  # type: ignore[index]
+        imap.store("1", "+FLAGS", "\\Flagged")
+        typ, found = imap.search(None, "FLAGGED")
+        assert found == [b"1"]
+        imap.logout()
+        pop = poplib.POP3_SSL(
+            "127.0.0.1", org.server.ports[995], context=org.client_context(), timeout=10
+        )
+        pop.user(ALICE)
+        pop.pass_(PASSWORD)
+        assert pop.stat()[0] == 1
+        assert b"hello" in b"\r\n".join(pop.retr(1)[1])
+        pop.quit()
+    finally:
+        stop_server(org)
+    listed = json.loads(cli(data_dir, "message", "list", ALICE, "--json"))
+    assert [m["subject"] for m in listed] == ["on postgres"]
+
+
+def test_a_second_server_joins_the_organization(
+    tmp_path: Path, ca: trustme.CA, pg_database: str
+) -> None:
+    first = tmp_path / "first"
+    init_data_dir(first, ca, extra=("--database", pg_database))
+    second = tmp_path / "second"
+    init_data_dir(second, ca, extra=("--database", pg_database, "--hostname", "mbx2.example.test"))
+    servers = json.loads(cli(first, "server", "list", "--json"))
+    assert [s["name"] for s in servers] == ["MAIL", "MBX2"]
+    # One organization: the accepted domain was created once.
+    domains = cli(second, "domain", "list")
+    assert domains.count(DOMAIN) == 1
