@@ -13,6 +13,7 @@ answers the PostgreSQL cases skip, unless POSTWERK_REQUIRE_POSTGRES=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -100,6 +101,19 @@ def pg_template() -> Iterator[str | None]:
         asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@contextlib.asynccontextmanager
+async def pg_database(template: str | None) -> AsyncIterator[str]:
+    """A fresh copy of the migrated template, dropped on exit."""
+    if template is None:
+        _pg_unavailable(RuntimeError("the server did not answer"))
+    name = f"postwerk_test_{secrets.token_hex(6)}"
+    await pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=[*BACKENDS, "postgresql"])
 async def backend_with_postgresql(
     request: pytest.FixtureRequest, sqlite_path: Path, pg_template: str | None
@@ -118,15 +132,9 @@ async def backend_with_postgresql(
         finally:
             await sql.close()
         return
-    if pg_template is None:
-        _pg_unavailable(RuntimeError("the server did not answer"))
-    name = f"postwerk_test_{secrets.token_hex(6)}"
-    await pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    try:
-        pg = await open_sqlite(f"{PG_SERVER}/{name}")
+    async with pg_database(pg_template) as url:
+        pg = await open_sqlite(url)
         try:
             yield pg
         finally:
             await pg.close()
-    finally:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

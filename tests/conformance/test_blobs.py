@@ -1,4 +1,5 @@
-"""BlobStore conformance (file and memory), plus the file store's crash behaviour."""
+"""BlobStore conformance (memory, files, and the database store on SQLite and
+PostgreSQL), plus the file store's crash behaviour."""
 
 from __future__ import annotations
 
@@ -14,14 +15,32 @@ from postwerk.core.errors import NotFound
 from postwerk.store import blobs as file_blobs
 from postwerk.store.blobs import FileBlobStore
 from postwerk.store.memory import MemoryBlobStore
+from postwerk.store.sqlite.blob_table import DatabaseBlobStore
+from postwerk.store.sqlite.database import Database
+from tests.conformance.conftest import pg_database
 
 
-@pytest.fixture(params=["memory", "file"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+@pytest.fixture(params=["memory", "file", "database-sqlite", "database-postgresql"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_path: Path, pg_template: str | None
+) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield MemoryBlobStore()
-    else:
+    elif request.param == "file":
         yield await FileBlobStore.open(tmp_path / "blobs")
+    elif request.param == "database-sqlite":
+        db = await Database.open(sqlite_path)
+        try:
+            yield DatabaseBlobStore(db)
+        finally:
+            await db.close()
+    else:
+        async with pg_database(pg_template) as url:
+            db = await Database.open(url)
+            try:
+                yield DatabaseBlobStore(db)
+            finally:
+                await db.close()
 
 
 async def put(store: Any, *parts: bytes) -> str:

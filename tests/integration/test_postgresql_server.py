@@ -92,15 +92,40 @@ def test_a_server_on_postgresql_carries_mail(
     assert [m["subject"] for m in listed] == ["on postgres"]
 
 
-def test_a_second_server_joins_the_organization(
+def test_a_second_server_joins_and_reads_what_the_first_received(
     tmp_path: Path, ca: trustme.CA, pg_database: str
 ) -> None:
     first = tmp_path / "first"
     init_data_dir(first, ca, extra=("--database", pg_database))
+    assert 'blobs = "database"' in (first / "postwerk.toml").read_text()
+    populate(first)
     second = tmp_path / "second"
     init_data_dir(second, ca, extra=("--database", pg_database, "--hostname", "mbx2.example.test"))
     servers = json.loads(cli(first, "server", "list", "--json"))
     assert [s["name"] for s in servers] == ["MAIL", "MBX2"]
-    # One organization: the accepted domain was created once.
-    domains = cli(second, "domain", "list")
-    assert domains.count(DOMAIN) == 1
+    # One organization: the accepted domain was created once, the mailboxes are shared.
+    assert cli(second, "domain", "list").count(DOMAIN) == 1
+    cli(second, "imap", "enable")
+    a = start_server(first, ca)
+    b = start_server(second, ca)
+    try:
+        wait_for(lambda: 993 in b.server.ports, timeout=20)
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", b.server.ports[993], ssl_context=b.client_context(), timeout=10
+        )
+        imap.login(ALICE, PASSWORD)
+        imap.select("INBOX")
+        # Mail arrives through the first server; the second one's session sees it,
+        # body included (the message files are in the shared database).
+        with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
+            s.sendmail("x@remote.test", [ALICE], b"Subject: via A\r\n\r\nshared body\r\n")
+        a.wait_inbox(ALICE, 1)
+        imap.noop()
+        # SELECT said 0 EXISTS, the NOOP 1 (imaplib keeps both)
+        assert imap.response("EXISTS")[1][-1] == b"1"
+        _, fetched = imap.fetch("1", "(BODY.PEEK[TEXT])")
+        assert b"shared body" in fetched[0][1]  # type: ignore[index]
+        imap.logout()
+    finally:
+        stop_server(b)
+        stop_server(a)

@@ -219,7 +219,12 @@ def init(
                     "bind": bind,
                     "port_offset": port_offset,
                 },
-                "database": {"url": database},
+                # Servers sharing PostgreSQL share the message files there too: no
+                # shared file system (docs/storage.md).
+                "database": {
+                    "url": database,
+                    "blobs": "database" if database.startswith("postgres") else "files",
+                },
             }
         )
     except ValidationError as exc:  # e.g. --port-offset 70000: one line, not a traceback

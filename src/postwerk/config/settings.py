@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -91,6 +91,12 @@ class DatabaseSettings(BaseModel):
         description="Database URL. Empty: SQLite file `postwerk.db` in the data directory "
         "(the embedded default). `postgresql://USER@HOST:PORT/DB`: PostgreSQL (driver "
         "asyncpg, the `postgres` extra), the database an organization's servers share.",
+    )
+    blobs: Literal["files", "database"] = Field(
+        "files",
+        description="Where message files live: `files` (DATA_DIR/blobs, the default) or "
+        "`database` (the `blob_chunk` table: what servers sharing a PostgreSQL database "
+        "choose, so that each reads the messages the others stored).",
     )
     tombstone_days: float = Field(
         30.0,

@@ -29,8 +29,10 @@ from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
 from postwerk.services.pop3 import Pop3Context, Pop3Listener, Pop3Settings
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
+from postwerk.store.api import BlobStore
 from postwerk.store.blobs import FileBlobStore
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
+from postwerk.store.sqlite.blob_table import DatabaseBlobStore
 from postwerk.transport.agents import AgentLoadError, load_agents
 from postwerk.transport.categorizer import Categorizer
 from postwerk.transport.dns import DnsConfig, Resolver
@@ -93,7 +95,7 @@ class Backend:
     """The stores one server uses, opened together and closed together."""
 
     sql: SqliteBackend
-    blobs: FileBlobStore
+    blobs: BlobStore
 
     async def close(self) -> None:
         await self.sql.close()
@@ -102,8 +104,12 @@ class Backend:
 async def open_backend(settings: Settings, data_dir: Path, *, clean_temp: bool = True) -> Backend:
     """`clean_temp=False` for admin tools: a running server may be writing into blobs/tmp/."""
     sql = await open_sqlite(database_path(settings, data_dir))
-    root = data_dir / "blobs"
-    blobs = await FileBlobStore.open(root) if clean_temp else FileBlobStore(root)
+    blobs: BlobStore
+    if settings.database.blobs == "database":
+        blobs = DatabaseBlobStore(sql.db)
+    else:
+        root = data_dir / "blobs"
+        blobs = await FileBlobStore.open(root) if clean_temp else FileBlobStore(root)
     return Backend(sql, blobs)
 
 

@@ -273,8 +273,7 @@ _HEAD_SQL = (
 )
 # PostgreSQL databases start at migration 0006 or later: no row predates the column.
 _HEAD_SQL_OTHER = (
-    "SELECT uid, blob_id, header_prefix, header_size, size, internal_date, imap_envelope"
-    " FROM item"
+    "SELECT uid, blob_id, header_prefix, header_size, size, internal_date, imap_envelope FROM item"
 )
 
 

@@ -150,6 +150,17 @@ protocol_settings = Table(
     Column("settings", Text, nullable=False),  # JSON of the service's typed settings
 )
 
+# Message files kept in the database (`[database] blobs = "database"`,
+# store/sqlite/blob_table.py): chunks of 1 MiB, in order.
+blob_chunk = Table(
+    "blob_chunk",
+    metadata,
+    Column("blob_id", String, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("blob_id", "seq"),
+)
+
 # The organization's servers, as each registers itself (`postwerk init` / `serve`).
 server = Table(
     "server",
