@@ -13,11 +13,13 @@ import os
 import poplib
 import secrets
 import smtplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+from imapclient import IMAPClient  # type: ignore[import-untyped]
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tests.conformance.conftest import PG_SERVER, pg_admin
@@ -126,6 +128,42 @@ def test_a_second_server_joins_and_reads_what_the_first_received(
         _, fetched = imap.fetch("1", "(BODY.PEEK[TEXT])")
         assert b"shared body" in fetched[0][1]  # type: ignore[index]
         imap.logout()
+    finally:
+        stop_server(b)
+        stop_server(a)
+
+
+def test_idle_on_one_server_wakes_for_a_delivery_on_another(
+    tmp_path: Path, ca: trustme.CA, pg_database: str
+) -> None:
+    """LISTEN/NOTIFY (store/sqlite/change_channel.py): the delivery on server A
+    wakes an IDLE session on server B."""
+    first = tmp_path / "first"
+    init_data_dir(first, ca, extra=("--database", pg_database))
+    populate(first)
+    second = tmp_path / "second"
+    init_data_dir(second, ca, extra=("--database", pg_database, "--hostname", "mbx2.example.test"))
+    cli(second, "imap", "enable")
+    a = start_server(first, ca)
+    b = start_server(second, ca)
+    try:
+        wait_for(lambda: 993 in b.server.ports, timeout=20)
+        client = IMAPClient(
+            "127.0.0.1", port=b.server.ports[993], ssl_context=b.client_context(), timeout=10
+        )
+        client.login(ALICE, PASSWORD)
+        client.select_folder("INBOX")
+        client.idle()
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
+            s.sendmail("x@remote.test", [ALICE], b"Subject: wake\r\n\r\nup\r\n")
+        responses = client.idle_check(timeout=10)
+        waited = time.monotonic() - started
+        client.idle_done()
+        assert (1, b"EXISTS") in responses, responses
+        # Well within the IDLE re-check interval: the notification, not polling.
+        assert waited < 5, waited
+        client.logout()
     finally:
         stop_server(b)
         stop_server(a)

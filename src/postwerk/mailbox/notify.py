@@ -10,14 +10,15 @@ session waiting on that mailbox wakes and reads what changed (by MODSEQ).
 Contract: a notification says only "look again"; it carries no data and may be
 spurious or merged with others, so a waiter always re-reads the store. `changed`
 is synchronous and cheap (no I/O), safe to call from the event loop after a
-commit. Across machines (M4) the same interface is fed by PostgreSQL
-LISTEN/NOTIFY; here it is memory only.
+commit. Across servers sharing PostgreSQL (M4), `relay` publishes each change
+and the other servers' changes come in through `wake`
+(store/sqlite/change_channel.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -55,8 +56,18 @@ class MailboxNotifier:
 
     def __init__(self) -> None:
         self._watches: dict[int, set[MailboxWatch]] = {}
+        # Where this process's changes go besides its own sessions (other servers).
+        self.relay: Callable[[Sequence[int]], None] | None = None
 
     def changed(self, mailbox_ids: Iterable[int]) -> None:
+        """A change made here: wake this process's sessions, and tell the others."""
+        ids = list(mailbox_ids)
+        self.wake(ids)
+        if self.relay is not None and ids:
+            self.relay(ids)
+
+    def wake(self, mailbox_ids: Iterable[int]) -> None:
+        """Wake the sessions of these mailboxes (a change made here or elsewhere)."""
         for mailbox_id in mailbox_ids:
             for watch in self._watches.get(mailbox_id, ()):
                 watch._signal()

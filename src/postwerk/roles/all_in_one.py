@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -40,6 +41,9 @@ from postwerk.transport.outbound import OutboundDelivery
 from postwerk.transport.retry import RetryPolicy
 from postwerk.transport.service import TransportService
 from postwerk.transport.smtp_client import OutboundClient
+
+if TYPE_CHECKING:  # asyncpg is the `postgres` extra: imported where used
+    from postwerk.store.sqlite.change_channel import PgChangeChannel
 
 
 class PortInUse(Exception):
@@ -134,6 +138,8 @@ class AllInOneServer:
     pruner: TombstonePruner | None = None  # expunge tombstones past `[database] tombstone_days`
     heartbeat: Heartbeat | None = None  # this server's entry in the directory, kept alive
     admin: AdminListener | None = None  # /healthz and /metrics on loopback (`[admin]`)
+    # PostgreSQL only: mailbox changes to and from the other servers (LISTEN/NOTIFY).
+    change_channel: PgChangeChannel | None = None
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
@@ -247,6 +253,13 @@ class AllInOneServer:
         )
         self.pop3.start()
         self.imap.start()
+        target = database_path(settings, self.data_dir)
+        if isinstance(target, str) and target.startswith("postgresql"):
+            # Imported here: asyncpg is the `postgres` extra, not needed for SQLite.
+            from postwerk.store.sqlite.change_channel import PgChangeChannel
+
+            self.change_channel = PgChangeChannel(target, self.notifier)
+            await self.change_channel.start()
         self.pruner = TombstonePruner(
             self.backend.sql.mailstore, self.settings.database.tombstone_days
         )
@@ -321,6 +334,8 @@ class AllInOneServer:
                 await runtime.stop()
         if self.heartbeat is not None:
             await self.heartbeat.stop()
+        if self.change_channel is not None:
+            await self.change_channel.stop()
         if self.pruner is not None:
             await self.pruner.stop()
         if self.workers is not None:
