@@ -58,3 +58,17 @@ async def test_protocol_settings_roundtrip(backend: Any) -> None:
     off = ProtocolSettings("pop3", False, {"port": 10110})
     await d.put_protocol_settings(off)  # replaces
     assert await d.get_protocol_settings("pop3") == off
+
+
+async def test_protocol_settings_per_server_with_organization_default(backend: Any) -> None:
+    d = backend.directory
+    default = ProtocolSettings("imap4", False, {"port": 143})
+    await d.put_protocol_settings(default)
+    # A server without its own row uses the organization's default.
+    assert await d.get_protocol_settings("imap4", "MBX2") == default
+    mine = ProtocolSettings("imap4", True, {"port": 143}, server="MBX2")
+    await d.put_protocol_settings(mine)
+    assert await d.get_protocol_settings("imap4", "MBX2") == mine
+    assert await d.get_protocol_settings("imap4", "MAIL") == default  # others unchanged
+    assert await d.get_protocol_settings("imap4") == default
+    assert await d.get_protocol_settings("pop3", "MBX2") is None

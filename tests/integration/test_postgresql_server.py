@@ -122,6 +122,8 @@ def test_a_second_server_joins_and_reads_what_the_first_received(
         with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
             s.sendmail("x@remote.test", [ALICE], b"Subject: via A\r\n\r\nshared body\r\n")
         a.wait_inbox(ALICE, 1)
+        # IMAP was enabled on the second server only (settings are per server).
+        assert 993 not in a.server.ports
         imap.noop()
         # SELECT said 0 EXISTS, the NOOP 1 (imaplib keeps both)
         assert imap.response("EXISTS")[1][-1] == b"1"

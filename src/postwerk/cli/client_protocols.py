@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from postwerk.cli.main import _Ctx, _emit_json, _run, _with_backend, data_dir_option, json_option
+from postwerk.roles.registration import server_label
 from postwerk.services.imap import ImapSettings
 from postwerk.services.pop3 import Pop3Settings
 from postwerk.services.protocol_settings import LoginType
@@ -47,14 +48,21 @@ def _apply(
 ) -> None:
     async def run(c: _Ctx) -> dict[str, Any]:
         directory = c.backend.sql.directory
-        stored = await directory.get_protocol_settings(protocol) or ProtocolSettings(protocol)
+        # Per server, as Set-ImapSettings -Server: this data directory's server.
+        label = server_label(c.settings.server.hostname)
+        stored = await directory.get_protocol_settings(protocol, label) or ProtocolSettings(
+            protocol
+        )
         current = parse(dict(stored.settings))  # never enable or keep broken settings
         if enabled is None and not changes:
             return _view(stored, parse)
         values = current.to_mapping() if not changes else {**current.to_mapping(), **changes}
         checked = parse(values)  # ValueError names the field
         new = ProtocolSettings(
-            protocol, stored.enabled if enabled is None else enabled, checked.to_mapping()
+            protocol,
+            stored.enabled if enabled is None else enabled,
+            checked.to_mapping(),
+            server=label,
         )
         await directory.put_protocol_settings(new)
         return _view(new, parse)

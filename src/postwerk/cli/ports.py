@@ -25,8 +25,9 @@ from postwerk.topology.nftables import ruleset
 async def read_topology(ctx: _Ctx) -> Topology:
     settings = ctx.settings
     directory = ctx.backend.sql.directory
-    imap = await directory.get_protocol_settings("imap4")
-    pop = await directory.get_protocol_settings("pop3")
+    label = settings.server.hostname.split(".")[0].upper()
+    imap = await directory.get_protocol_settings("imap4", label)
+    pop = await directory.get_protocol_settings("pop3", label)
     return Topology(
         server=settings.server.hostname.split(".")[0].upper(),
         fqdn=settings.server.hostname,

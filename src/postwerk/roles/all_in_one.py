@@ -25,13 +25,14 @@ from postwerk.mailbox.tombstones import TombstonePruner
 from postwerk.roles.admin import AdminListener, AdminProbes, Check
 from postwerk.roles.delivery_workers import DeliveryWorkers
 from postwerk.roles.protocol_listeners import ProtocolRuntime
-from postwerk.roles.registration import Heartbeat, server_record
+from postwerk.roles.registration import Heartbeat, server_label, server_record
 from postwerk.services.imap import ImapContext, ImapListener, ImapSettings
 from postwerk.services.pop3 import Pop3Context, Pop3Listener, Pop3Settings
 from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.api import BlobStore
 from postwerk.store.blobs import FileBlobStore
+from postwerk.store.records import ProtocolSettings
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
 from postwerk.store.sqlite.blob_table import DatabaseBlobStore
 from postwerk.transport.agents import AgentLoadError, load_agents
@@ -216,7 +217,13 @@ class AllInOneServer:
                 ) from exc
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
-        read = self.backend.sql.directory.get_protocol_settings
+        sql_directory = self.backend.sql.directory
+        label = server_label(settings.server.hostname)
+
+        async def read(protocol: str) -> ProtocolSettings | None:
+            # This server's own settings, else the organization's default.
+            return await sql_directory.get_protocol_settings(protocol, label)
+
         # One process, one mailbox database: every IMAP4/POP3 login is served here.
         locator = SingleServerLocator(self.mailbox_backend)
         self.pop3 = ProtocolRuntime(

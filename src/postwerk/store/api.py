@@ -293,7 +293,12 @@ class DirectoryStore(Protocol):
 
     async def list_send_connectors(self) -> list[SendConnector]: ...
 
-    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None: ...
+    async def get_protocol_settings(
+        self, protocol: str, server: str = ""
+    ) -> ProtocolSettings | None:
+        """This server's settings of `protocol`, else the organization default (""),
+        else None."""
+        ...
 
     async def put_server(self, server: ServerRecord) -> ServerRecord:
         """Register a server or update it by name; its `registered_at` is kept from
@@ -309,7 +314,9 @@ class DirectoryStore(Protocol):
         NotFound for an unknown name."""
         ...
 
-    async def put_protocol_settings(self, settings: ProtocolSettings) -> None: ...
+    async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
+        """Create or replace by (server, protocol)."""
+        ...
 
     async def put_send_connector(self, connector: SendConnector) -> None:
         """Create or replace by name."""

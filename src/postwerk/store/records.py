@@ -111,11 +111,15 @@ TLS_POLICIES = ("opportunistic", "required", "none")
 class ProtocolSettings:
     """A client access protocol's switch and settings (Exchange's Set-PopSettings,
     Set-ImapSettings): `protocol` is "pop3" or "imap4"; `settings` is the service's
-    own typed settings as JSON (services/pop3.py `Pop3Settings.to_mapping`)."""
+    own typed settings as JSON (services/pop3.py `Pop3Settings.to_mapping`).
+    `server` is the server they are for (its label, as `server list` shows it),
+    as in Exchange, where they are set per server; "" is the organization's
+    default, which rows from before migration 0009 are."""
 
     protocol: str
     enabled: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ class MemoryDirectory:
         self._members: dict[int, dict[str, str]] = {}  # group id -> key -> address
         self._connectors: dict[str, ReceiveConnector] = {}
         self._send_connectors: dict[str, SendConnector] = {}
-        self._protocols: dict[str, ProtocolSettings] = {}
+        self._protocols: dict[tuple[str, str], ProtocolSettings] = {}
         self._servers: dict[str, ServerRecord] = {}
         self._next_id = 1
 
@@ -171,11 +171,13 @@ class MemoryDirectory:
     async def put_receive_connector(self, connector: ReceiveConnector) -> None:
         self._connectors[connector.name] = connector
 
-    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None:
-        return self._protocols.get(protocol)
+    async def get_protocol_settings(
+        self, protocol: str, server: str = ""
+    ) -> ProtocolSettings | None:
+        return self._protocols.get((server, protocol)) or self._protocols.get(("", protocol))
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
-        self._protocols[settings.protocol] = settings
+        self._protocols[(settings.server, settings.protocol)] = settings
 
     async def put_server(self, server: ServerRecord) -> ServerRecord:
         old = self._servers.get(server.name)

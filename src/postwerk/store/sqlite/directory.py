@@ -382,21 +382,27 @@ class SqliteDirectory:
 
         await self._db.write(run)
 
-    async def get_protocol_settings(self, protocol: str) -> ProtocolSettings | None:
+    async def get_protocol_settings(
+        self, protocol: str, server: str = ""
+    ) -> ProtocolSettings | None:
         def run(conn: Connection) -> ProtocolSettings | None:
-            row = (
-                conn.execute(
-                    select(protocol_settings).where(protocol_settings.c.protocol == protocol)
-                )
-                .mappings()
-                .first()
-            )
+            rows = {
+                r["server"]: r
+                for r in conn.execute(
+                    select(protocol_settings).where(
+                        protocol_settings.c.protocol == protocol,
+                        protocol_settings.c.server.in_([server, ""]),
+                    )
+                ).mappings()
+            }
+            row = rows.get(server) or rows.get("")
             if row is None:
                 return None
             return ProtocolSettings(
                 protocol=row["protocol"],
                 enabled=bool(row["enabled"]),
                 settings=json.loads(row["settings"]),
+                server=row["server"],
             )
 
         return await self._db.read(run)
@@ -457,6 +463,7 @@ class SqliteDirectory:
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
         row = {
+            "server": settings.server,
             "protocol": settings.protocol,
             "enabled": settings.enabled,
             "settings": json.dumps(settings.settings, sort_keys=True),
@@ -464,7 +471,10 @@ class SqliteDirectory:
 
         def run(conn: Connection) -> None:
             conn.execute(
-                delete(protocol_settings).where(protocol_settings.c.protocol == settings.protocol)
+                delete(protocol_settings).where(
+                    protocol_settings.c.protocol == settings.protocol,
+                    protocol_settings.c.server == settings.server,
+                )
             )
             conn.execute(insert(protocol_settings).values(**row))
 

@@ -145,6 +145,8 @@ receive_connector = Table(
 protocol_settings = Table(
     "protocol_settings",
     metadata,
+    # The server's label ("" = the organization's default, migration 0009).
+    Column("server", String, primary_key=True, server_default=text("''")),
     Column("protocol", String, primary_key=True),  # "pop3", "imap4"
     Column("enabled", Boolean, nullable=False),
     Column("settings", Text, nullable=False),  # JSON of the service's typed settings
