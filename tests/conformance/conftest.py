@@ -13,7 +13,6 @@ answers the PostgreSQL cases skip, unless POSTWERK_REQUIRE_POSTGRES=1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -22,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from postwerk.store.memory import MemoryBackend
 from postwerk.store.sqlite import migrate, open_sqlite, upgrade
+from tests.pg import PG_SERVER, UNREACHABLE, pg_admin, pg_database, unavailable
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -63,55 +60,23 @@ async def backend(request: pytest.FixtureRequest, sqlite_path: Path) -> AsyncIte
         await sql.close()
 
 
-PG_SERVER = os.environ.get("POSTWERK_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
-PG_ADMIN_DB = "test"  # the database the machine provides; ours are created beside it
-
-
-async def pg_admin(statement: str) -> None:
-    engine = create_async_engine(f"{PG_SERVER}/{PG_ADMIN_DB}", isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-def _pg_unavailable(exc: Exception) -> None:
-    if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
-        raise exc
-    pytest.skip(f"no PostgreSQL at {PG_SERVER}: {exc}")
-
-
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str | None]:
     """A migrated PostgreSQL database to copy (None when there is no server)."""
     name = f"postwerk_template_{secrets.token_hex(6)}"
     try:
         asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, OperationalError, DBAPIError) as exc:
+    except UNREACHABLE as exc:
         if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
             raise
         del exc
-        yield None
+        yield None  # the PostgreSQL cases skip (backend_with_postgresql)
         return
     try:
         asyncio.run(migrate(f"{PG_SERVER}/{name}"))
         yield name
     finally:
         asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@contextlib.asynccontextmanager
-async def pg_database(template: str | None) -> AsyncIterator[str]:
-    """A fresh copy of the migrated template, dropped on exit."""
-    if template is None:
-        _pg_unavailable(RuntimeError("the server did not answer"))
-    name = f"postwerk_test_{secrets.token_hex(6)}"
-    await pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=[*BACKENDS, "postgresql"])
@@ -132,7 +97,9 @@ async def backend_with_postgresql(
         finally:
             await sql.close()
         return
-    async with pg_database(pg_template) as url:
+    if pg_template is None:
+        unavailable(RuntimeError("the server did not answer"))
+    async with pg_database("postwerk_test", pg_template) as url:
         pg = await open_sqlite(url)
         try:
             yield pg

@@ -17,7 +17,7 @@ from postwerk.store.blobs import FileBlobStore
 from postwerk.store.memory import MemoryBlobStore
 from postwerk.store.sqlite.blob_table import DatabaseBlobStore
 from postwerk.store.sqlite.database import Database
-from tests.conformance.conftest import pg_database
+from tests.pg import pg_database, unavailable
 
 
 @pytest.fixture(params=["memory", "file", "database-sqlite", "database-postgresql"])
@@ -35,7 +35,9 @@ async def store(
         finally:
             await db.close()
     else:
-        async with pg_database(pg_template) as url:
+        if pg_template is None:
+            unavailable(RuntimeError("the server did not answer"))
+        async with pg_database("postwerk_test", pg_template) as url:
             db = await Database.open(url)
             try:
                 yield DatabaseBlobStore(db)

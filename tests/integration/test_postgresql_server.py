@@ -1,17 +1,13 @@
 """A whole server on PostgreSQL (M4): `init --database postgresql://…`, then mail
 in over SMTP and out over IMAP and POP3, and a second server joining the same
-organization. The database is created for the test on the machine's server
-(127.0.0.1:5432) and dropped after; skipped without one unless
-POSTWERK_REQUIRE_POSTGRES=1 (.ci/run sets it)."""
+organization. Each test gets a database of its own (tests/pg.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import imaplib
 import json
-import os
 import poplib
-import secrets
 import smtplib
 import time
 from collections.abc import Iterator
@@ -20,9 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 from imapclient import IMAPClient  # type: ignore[import-untyped]
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tests.conformance.conftest import PG_SERVER, pg_admin
 from tests.conftest import (
     DOMAIN,
     PASSWORD,
@@ -33,32 +27,25 @@ from tests.conftest import (
     stop_server,
     wait_for,
 )
+from tests.pg import PG_SERVER, create_database, drop_database
 
 ALICE = f"alice@{DOMAIN}"
 
 
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """`postgresql://…/postwerk_server_<random>`, as an admin would write it."""
-    name = f"postwerk_server_{secrets.token_hex(6)}"
-    try:
-        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, OperationalError, DBAPIError) as exc:
-        if os.environ.get("POSTWERK_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(f"no PostgreSQL at {PG_SERVER}: {exc}")
+def pg_url() -> Iterator[str]:
+    """`postgresql://…/postwerk_server_<random>`, empty, as an admin would write it."""
+    name = asyncio.run(create_database("postwerk_server"))
     try:
         yield PG_SERVER.replace("postgresql+asyncpg://", "postgresql://") + f"/{name}"
     finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(name))
 
 
-def test_a_server_on_postgresql_carries_mail(
-    tmp_path: Path, ca: trustme.CA, pg_database: str
-) -> None:
+def test_a_server_on_postgresql_carries_mail(tmp_path: Path, ca: trustme.CA, pg_url: str) -> None:
     data_dir = tmp_path / "data"
-    init_data_dir(data_dir, ca, extra=("--database", pg_database))
-    assert f'url = "{pg_database}"' in (data_dir / "postwerk.toml").read_text()
+    init_data_dir(data_dir, ca, extra=("--database", pg_url))
+    assert f'url = "{pg_url}"' in (data_dir / "postwerk.toml").read_text()
     assert not (data_dir / "postwerk.db").exists()  # nothing in SQLite
     populate(data_dir)
     cli(data_dir, "imap", "enable")
@@ -75,7 +62,7 @@ def test_a_server_on_postgresql_carries_mail(
         imap.login(ALICE, PASSWORD)
         imap.select("INBOX")
         typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        assert typ == "OK" and b"Subject: on postgres" in data[0][1]  # type: ignore[index]
+        assert typ == "OK" and b"Subject: on postgres" in data[0][1]  # type: ignore[index,operator]
         imap.store("1", "+FLAGS", "\\Flagged")
         typ, found = imap.search(None, "FLAGGED")
         assert found == [b"1"]
@@ -95,14 +82,14 @@ def test_a_server_on_postgresql_carries_mail(
 
 
 def test_a_second_server_joins_and_reads_what_the_first_received(
-    tmp_path: Path, ca: trustme.CA, pg_database: str
+    tmp_path: Path, ca: trustme.CA, pg_url: str
 ) -> None:
     first = tmp_path / "first"
-    init_data_dir(first, ca, extra=("--database", pg_database))
+    init_data_dir(first, ca, extra=("--database", pg_url))
     assert 'blobs = "database"' in (first / "postwerk.toml").read_text()
     populate(first)
     second = tmp_path / "second"
-    init_data_dir(second, ca, extra=("--database", pg_database, "--hostname", "mbx2.example.test"))
+    init_data_dir(second, ca, extra=("--database", pg_url, "--hostname", "mbx2.example.test"))
     servers = json.loads(cli(first, "server", "list", "--json"))
     assert [s["name"] for s in servers] == ["MAIL", "MBX2"]
     # One organization: the accepted domain was created once, the mailboxes are shared.
@@ -128,7 +115,7 @@ def test_a_second_server_joins_and_reads_what_the_first_received(
         # SELECT said 0 EXISTS, the NOOP 1 (imaplib keeps both)
         assert imap.response("EXISTS")[1][-1] == b"1"
         _, fetched = imap.fetch("1", "(BODY.PEEK[TEXT])")
-        assert b"shared body" in fetched[0][1]  # type: ignore[index]
+        assert b"shared body" in fetched[0][1]  # type: ignore[index,operator]
         imap.logout()
     finally:
         stop_server(b)
@@ -136,15 +123,15 @@ def test_a_second_server_joins_and_reads_what_the_first_received(
 
 
 def test_idle_on_one_server_wakes_for_a_delivery_on_another(
-    tmp_path: Path, ca: trustme.CA, pg_database: str
+    tmp_path: Path, ca: trustme.CA, pg_url: str
 ) -> None:
     """LISTEN/NOTIFY (store/sqlite/change_channel.py): the delivery on server A
     wakes an IDLE session on server B."""
     first = tmp_path / "first"
-    init_data_dir(first, ca, extra=("--database", pg_database))
+    init_data_dir(first, ca, extra=("--database", pg_url))
     populate(first)
     second = tmp_path / "second"
-    init_data_dir(second, ca, extra=("--database", pg_database, "--hostname", "mbx2.example.test"))
+    init_data_dir(second, ca, extra=("--database", pg_url, "--hostname", "mbx2.example.test"))
     cli(second, "imap", "enable")
     a = start_server(first, ca)
     b = start_server(second, ca)
