@@ -191,3 +191,16 @@ async def test_read_many_and_delete_many(store: Any) -> None:
     await store.delete_many([])
     assert await store.read_many([a, c]) == {}
     assert a not in await store.ids()
+
+
+async def test_read_many_limits_across_a_megabyte(store: Any) -> None:
+    # Past the database store's 1 MiB chunk: a limit within the first chunk, and
+    # one beyond it, read exactly that many octets.
+    big = bytes(range(256)) * 4500  # 1,152,000 octets
+    blob_id = await put(store, big)
+    mib = 1024 * 1024
+    got = await store.read_many([blob_id], limits={blob_id: 10})
+    assert got == {blob_id: big[:10]}
+    got = await store.read_many([blob_id], limits={blob_id: mib + 5})
+    assert got == {blob_id: big[: mib + 5]}
+    assert await store.read_many([blob_id]) == {blob_id: big}

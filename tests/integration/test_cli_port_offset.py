@@ -46,3 +46,12 @@ def test_check_port_offset_bounds() -> None:
     for bad in (-1, 65535 - 587 + 1):
         with pytest.raises(PortOffsetOutOfRange):
             check_port_offset(bad, [25, 587])
+
+
+def test_init_refuses_a_database_url_it_cannot_serve(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = run(
+        "init", "--domain", "example.test", "--database", "mysql://db/x", data_dir=data_dir
+    )
+    assert_one_line_error(result, "--database takes sqlite:///PATH or postgresql://")
+    assert not (data_dir / "postwerk.toml").exists()

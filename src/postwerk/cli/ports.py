@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from postwerk.cli.main import _Ctx, _emit_json, _run, _with_backend, data_dir_option
+from postwerk.roles.registration import server_label
 from postwerk.services.imap import ImapSettings
 from postwerk.services.pop3 import Pop3Settings
 from postwerk.store.records import ProtocolSettings
@@ -25,14 +26,15 @@ from postwerk.topology.nftables import ruleset
 async def read_topology(ctx: _Ctx) -> Topology:
     settings = ctx.settings
     directory = ctx.backend.sql.directory
-    label = settings.server.hostname.split(".")[0].upper()
+    label = server_label(settings.server.hostname)
     imap = await directory.get_protocol_settings("imap4", label)
     pop = await directory.get_protocol_settings("pop3", label)
     return Topology(
-        server=settings.server.hostname.split(".")[0].upper(),
+        server=label,
         fqdn=settings.server.hostname,
         roles=tuple(settings.server.roles),
         port_offset=settings.server.port_offset,
+        bind=settings.server.bind,
         ports=settings.ports.model_dump(),
         receive_connectors=tuple(await directory.list_receive_connectors()),
         send_connectors=tuple(await directory.list_send_connectors()),
@@ -120,8 +122,8 @@ def test_group() -> None:
 def connectivity(host: str | None, timeout: float, as_json: bool, data_dir: Path) -> None:
     """Probe every flow of `postwerk ports` that should be open: connect to its port
     and check the service's greeting (TLS first on 993/995). Exit 1 if one fails."""
-    topology, bind = _run(_with_backend(data_dir, _topology_and_bind))
-    target = host or bind or "127.0.0.1"
+    topology, _ = _run(_with_backend(data_dir, _read))
+    target = host or topology.bind or "127.0.0.1"
     probes = _run(probe_flows(deployment_flows(topology), target, timeout))
     if as_json:
         _emit_json([p.to_json() for p in probes])
@@ -131,7 +133,3 @@ def connectivity(host: str | None, timeout: float, as_json: bool, data_dir: Path
             click.echo(f"{p.outcome.value:8} {where:9} {p.flow.purpose[:40]:40} {p.detail}")
     if any(p.outcome is Outcome.FAILED for p in probes):
         raise SystemExit(1)
-
-
-async def _topology_and_bind(ctx: _Ctx) -> tuple[Topology, str]:
-    return await read_topology(ctx), ctx.settings.server.bind

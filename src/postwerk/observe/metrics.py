@@ -39,6 +39,9 @@ MAILBOX_DELIVERIES = Counter(
     "Recipients delivered into a mailbox by this process.",
     registry=REGISTRY,
 )
+# The two results, bound once: an SMTP commit does not look its label up.
+SMTP_ACCEPTED = SMTP_MESSAGES.labels(result="accepted")
+SMTP_REJECTED = SMTP_MESSAGES.labels(result="rejected")
 CONNECTIONS = Gauge(
     "postwerk_connections",
     "Open client connections, by service (smtp, imap4, pop3).",

@@ -747,7 +747,7 @@ class SmtpSession:
         finally:
             self.committing = False
         metrics.SMTP_COMMIT_SECONDS.observe(time.monotonic() - started)
-        metrics.SMTP_MESSAGES.labels(result="accepted" if reply.code == 250 else "rejected").inc()
+        (metrics.SMTP_ACCEPTED if reply.code == 250 else metrics.SMTP_REJECTED).inc()
         self.log.info("end_of_data", code=reply.code, queue_id=txn.intake.queue_id)
         return reply
 

@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from postwerk.core.errors import NotFound
@@ -190,6 +190,37 @@ class FileBlobWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
             self._tmp = None
+
+
+class BufferedBlobWriter:
+    """A writer that keeps the blob in memory and hands it, whole, to `persist` at
+    commit, which stores it and returns its id: the memory store, and the
+    database store (store/sqlite/blob_table.py), where nothing may be written
+    before the id is final."""
+
+    def __init__(self, persist: Callable[[bytes], Awaitable[str]]) -> None:
+        self._persist = persist
+        self._parts: list[bytes] = []
+        self._done = False
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._parts.append(bytes(data))
+        self.size += len(data)
+
+    async def commit(self) -> str:
+        if self._done:
+            raise RuntimeError("blob writer is finished")
+        self._done = True
+        data = b"".join(self._parts)
+        self._parts = []
+        return await self._persist(data)
+
+    async def abort(self) -> None:
+        self._done = True
+        self._parts = []
 
 
 class FileBlobStore:

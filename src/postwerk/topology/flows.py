@@ -24,7 +24,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from postwerk.store.records import ReceiveConnector, SendConnector
@@ -103,7 +103,7 @@ class Topology:
     imap: AccessService | None = None
     pop: AccessService | None = None
     web_services: bool = False  # 443/80: later issues
-    edges: Sequence[str] = field(default_factory=tuple)  # subscribed Edge servers (later)
+    bind: str = ""  # server.bind: the address it listens on ("" = all)
 
     @property
     def all_in_one(self) -> bool:

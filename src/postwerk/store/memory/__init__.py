@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from postwerk.store.memory.blobs import MemoryBlobStore, MemoryBlobWriter
+from postwerk.store.memory.blobs import MemoryBlobStore
 from postwerk.store.memory.directory import MemoryDirectory
 from postwerk.store.memory.mailstore import MemoryMailStore
 from postwerk.store.memory.queue import MemoryQueue
@@ -18,7 +18,6 @@ from postwerk.store.memory.transport import MemoryTransportStore
 __all__ = [
     "MemoryBackend",
     "MemoryBlobStore",
-    "MemoryBlobWriter",
     "MemoryDirectory",
     "MemoryMailStore",
     "MemoryQueue",

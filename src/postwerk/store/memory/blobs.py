@@ -6,41 +6,20 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 from postwerk.core.errors import NotFound
 from postwerk.core.ids import new_id
-
-
-class MemoryBlobWriter:
-    def __init__(self, store: MemoryBlobStore) -> None:
-        self._store = store
-        self._parts: list[bytes] = []
-        self._done = False
-        self.size = 0
-
-    async def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("blob writer is finished")
-        self._parts.append(bytes(data))
-        self.size += len(data)
-
-    async def commit(self) -> str:
-        if self._done:
-            raise RuntimeError("blob writer is finished")
-        self._done = True
-        blob_id = new_id()
-        self._store._blobs[blob_id] = b"".join(self._parts)
-        self._parts = []
-        return blob_id
-
-    async def abort(self) -> None:
-        self._done = True
-        self._parts = []
+from postwerk.store.blobs import BufferedBlobWriter
 
 
 class MemoryBlobStore:
     def __init__(self) -> None:
         self._blobs: dict[str, bytes] = {}
 
-    def writer(self) -> MemoryBlobWriter:
-        return MemoryBlobWriter(self)
+    def writer(self) -> BufferedBlobWriter:
+        return BufferedBlobWriter(self._put)
+
+    async def _put(self, data: bytes) -> str:
+        blob_id = new_id()
+        self._blobs[blob_id] = data
+        return blob_id
 
     async def read(self, blob_id: str) -> bytes:
         try:

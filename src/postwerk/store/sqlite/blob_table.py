@@ -28,31 +28,22 @@ from sqlalchemy.engine import Connection
 
 from postwerk.core.errors import NotFound
 from postwerk.core.ids import new_id
+from postwerk.store.blobs import BufferedBlobWriter
 from postwerk.store.sqlite.database import Database
 from postwerk.store.sqlite.schema import blob_chunk
 
 CHUNK: Final = 1024 * 1024
 
 
-class DatabaseBlobWriter:
-    def __init__(self, store: DatabaseBlobStore) -> None:
-        self._store = store
-        self._parts: list[bytes] = []
-        self._done = False
-        self.size = 0
+class DatabaseBlobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    async def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("blob writer is finished")
-        self._parts.append(bytes(data))
-        self.size += len(data)
+    def writer(self) -> BufferedBlobWriter:
+        return BufferedBlobWriter(self._put)
 
-    async def commit(self) -> str:
-        if self._done:
-            raise RuntimeError("blob writer is finished")
-        self._done = True
-        data = b"".join(self._parts)
-        self._parts = []
+    async def _put(self, data: bytes) -> str:
+        """All chunks in one transaction of the group commit: durable on return."""
         blob_id = new_id()
         rows = [
             {"blob_id": blob_id, "seq": n, "data": data[start : start + CHUNK]}
@@ -62,20 +53,8 @@ class DatabaseBlobWriter:
         def run(conn: Connection) -> None:
             conn.execute(insert(blob_chunk), rows)
 
-        await self._store.db.write(run)
+        await self.db.write(run)
         return blob_id
-
-    async def abort(self) -> None:
-        self._done = True
-        self._parts = []
-
-
-class DatabaseBlobStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def writer(self) -> DatabaseBlobWriter:
-        return DatabaseBlobWriter(self)
 
     async def read(self, blob_id: str) -> bytes:
         def run(conn: Connection) -> list[bytes]:
@@ -142,18 +121,23 @@ class DatabaseBlobStore:
         if not blob_ids:
             return {}
 
+        # A header read (a limit within the first chunk) fetches that chunk only.
+        heads = [b for b in blob_ids if 0 <= wanted.get(b, -1) <= CHUNK]
+        whole = [b for b in blob_ids if not 0 <= wanted.get(b, -1) <= CHUNK]
+
         def run(conn: Connection) -> dict[str, list[bytes]]:
             found: dict[str, list[bytes]] = {}
-            rows = conn.execute(
-                select(blob_chunk.c.blob_id, blob_chunk.c.seq, blob_chunk.c.data)
-                .where(blob_chunk.c.blob_id.in_(list(blob_ids)))
-                .order_by(blob_chunk.c.blob_id, blob_chunk.c.seq)
+            query = select(blob_chunk.c.blob_id, blob_chunk.c.data).order_by(
+                blob_chunk.c.blob_id, blob_chunk.c.seq
             )
-            for blob_id, seq, data in rows:
-                limit = wanted.get(blob_id, -1)
-                if seq > 0 and 0 <= limit <= seq * CHUNK:
-                    continue  # past what the caller asked for (the first chunk says it exists)
-                found.setdefault(blob_id, []).append(bytes(data))
+            for ids, first_only in ((heads, True), (whole, False)):
+                if not ids:
+                    continue
+                chosen = query.where(blob_chunk.c.blob_id.in_(ids))
+                if first_only:
+                    chosen = chosen.where(blob_chunk.c.seq == 0)
+                for blob_id, data in conn.execute(chosen):
+                    found.setdefault(blob_id, []).append(bytes(data))
             return found
 
         chunks = await self.db.read(run)

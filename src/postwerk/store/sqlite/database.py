@@ -27,6 +27,7 @@ other databases (asyncpg, M4) the same job functions run through
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import re
@@ -90,6 +91,23 @@ _QMARK = re.compile(r"\?")
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+@functools.lru_cache(maxsize=256)
+def _rewrite(sql: str, style: str) -> tuple[str, tuple[str, ...]]:
+    """A statement in the dialect's placeholders, and the parameter names in order
+    when it used `:name` ones. Cached: the hot paths run a few fixed statements."""
+    names = tuple(_NAMED.findall(sql))
+    if names:
+        sql = _NAMED.sub("?", sql)
+    if style == "qmark":
+        return sql, names
+    if style == "numeric_dollar":
+        n = itertools.count(1)
+        return _QMARK.sub(lambda _m: f"${next(n)}", sql), names
+    if style in ("format", "pyformat"):
+        return sql.replace("%", "%%").replace("?", "%s"), names
+    raise TypeError(f"no placeholder rewrite for paramstyle {style!r}")
+
+
 class DialectCursor:
     """The hot paths' SQL (written with `?` parameters, as sqlite3 takes them) on
     another database: placeholders rewritten to the dialect's style, statements
@@ -101,24 +119,11 @@ class DialectCursor:
         self._result: Any = None
         self.rowcount = -1
 
-    def _sql(self, sql: str) -> tuple[str, list[str]]:
-        """The statement in the dialect's placeholders, and the parameter names
-        in order when it used `:name` ones."""
-        names = _NAMED.findall(sql)
-        if names:
-            sql = _NAMED.sub("?", sql)
-        style = self._conn.dialect.paramstyle
-        if style == "qmark":
-            return sql, names
-        if style == "numeric_dollar":
-            n = itertools.count(1)
-            return _QMARK.sub(lambda _m: f"${next(n)}", sql), names
-        if style in ("format", "pyformat"):
-            return sql.replace("%", "%%").replace("?", "%s"), names
-        raise TypeError(f"no placeholder rewrite for paramstyle {style!r}")
+    def _sql(self, sql: str) -> tuple[str, tuple[str, ...]]:
+        return _rewrite(sql, self._conn.dialect.paramstyle)
 
     @staticmethod
-    def _values(parameters: Params, names: list[str]) -> tuple[Any, ...]:
+    def _values(parameters: Params, names: tuple[str, ...]) -> tuple[Any, ...]:
         if isinstance(parameters, Mapping):
             return tuple(parameters[name] for name in names)
         return tuple(parameters)
