@@ -77,6 +77,9 @@ def test_suspend_holds_and_resume_releases(relay: RunningServer, sink: SmtpSink)
     assert resumed["recipients"][0]["status"] == "ready"
     assert resumed["recipients"][0]["queue"] == "smtp:Internet:remote.test"
     wait_for(lambda: len(sink.messages) == 1)
+    # The sink has the message before the server commits the attempt's outcome
+    # (and its SEND event): wait for the commit, not only for the delivery.
+    wait_for(lambda: "SEND" in set(events(org, "friend@remote.test")))
     assert {"SUSPEND", "RESUME", "SEND"} <= set(events(org, "friend@remote.test"))
 
 
