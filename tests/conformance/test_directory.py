@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
-from postwerk.store.records import DomainType, ReceiveConnector, RecipientKind, ServerRecord
+from postwerk.store.records import (
+    DomainType,
+    MailboxDatabase,
+    ReceiveConnector,
+    RecipientKind,
+    ServerRecord,
+)
 
 MAILBOX = RecipientKind.MAILBOX
 GROUP = RecipientKind.GROUP
@@ -199,3 +205,54 @@ async def test_servers_register_update_and_beat(backend: Any) -> None:
     assert (mail.heartbeat_at, mail.stopped_at) == (300.0, 310.0)
     with pytest.raises(NotFound):
         await d.touch_server("NOPE", 1.0)
+
+
+async def test_organization_has_a_secret_that_a_rename_keeps(backend: Any) -> None:
+    d = backend.directory
+    first = await d.set_organization("Contoso")
+    assert len(first.secret) == 64
+    assert (await d.set_organization("Fabrikam")).secret == first.secret
+    assert (await d.get_organization()).secret == first.secret
+
+
+async def test_server_certificate_pin_is_stored(backend: Any) -> None:
+    d = backend.directory
+    record = ServerRecord(
+        "MBX1", "mbx1.example.com", ("mailbox",), (), certificate_sha256="ab" * 32
+    )
+    await d.put_server(record)
+    assert (await d.list_servers())[0].certificate_sha256 == "ab" * 32
+
+
+async def test_mailbox_databases_place_and_move_mailboxes(backend: Any) -> None:
+    d = backend.directory
+    assert await d.list_mailbox_databases() == []
+    db1 = await d.put_mailbox_database(MailboxDatabase("DB1", "MBX1"))
+    assert db1.created > 0
+    await d.put_mailbox_database(MailboxDatabase("DB2", "MBX2"))
+    alice = await d.add_recipient(MAILBOX, "alice@example.com", "Alice", database="DB1")
+    assert alice.database == "DB1"
+    assert (await d.find_recipient("alice@example.com")).database == "DB1"
+    bob = await d.add_recipient(MAILBOX, "bob@example.com", "Bob")
+    assert bob.database is None
+    group = await d.add_recipient(GROUP, "all@example.com", "All")
+    assert await d.mailbox_counts() == {"DB1": 1}
+    # Unplaced mailboxes (made before placement) are adopted; groups never are.
+    assert await d.adopt_unplaced_mailboxes("DB2") == 1
+    assert (await d.get_recipient(bob.id)).database == "DB2"
+    assert (await d.get_recipient(group.id)).database is None
+    await d.set_recipient_database(alice.id, "DB2")
+    assert await d.mailbox_counts() == {"DB2": 2}
+    with pytest.raises(NotFound):
+        await d.set_recipient_database(alice.id, "NOPE")
+    with pytest.raises(NotFound):
+        await d.set_recipient_database(10_000, "DB1")
+    # Mounting a database on another server keeps it and its creation time.
+    moved = await d.put_mailbox_database(MailboxDatabase("DB1", "MBX2"))
+    assert (moved.server, moved.created) == ("MBX2", db1.created)
+    assert [(x.name, x.server) for x in await d.list_mailbox_databases()] == [
+        ("DB1", "MBX2"),
+        ("DB2", "MBX2"),
+    ]
+    with pytest.raises(InvalidName):
+        await d.put_mailbox_database(MailboxDatabase("", "MBX1"))

@@ -29,6 +29,7 @@ from postwerk.store.records import (
     ItemRange,
     ItemState,
     NewItem,
+    MailboxDatabase,
     Organization,
     ProtocolSettings,
     QueuedMessage,
@@ -259,6 +260,7 @@ class DirectoryStore(Protocol):
         display_name: str,
         password_hash: str | None = None,
         quota_bytes: int | None = None,
+        database: str | None = None,
     ) -> Recipient: ...
 
     async def remove_recipient(self, recipient_id: int) -> None: ...
@@ -316,6 +318,27 @@ class DirectoryStore(Protocol):
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
         """Create or replace by (server, protocol)."""
+        ...
+
+    async def put_mailbox_database(self, database: MailboxDatabase) -> MailboxDatabase:
+        """Create a mailbox database, or mount an existing one on `database.server`
+        (its creation time is kept). Returns what is stored."""
+        ...
+
+    async def list_mailbox_databases(self) -> list[MailboxDatabase]:
+        """Every mailbox database, by name."""
+        ...
+
+    async def mailbox_counts(self) -> dict[str, int]:
+        """Mailboxes per database name (databases without mailboxes are absent)."""
+        ...
+
+    async def set_recipient_database(self, recipient_id: int, database: str | None) -> None:
+        """Place a mailbox in `database`. NotFound for an unknown recipient or database."""
+        ...
+
+    async def adopt_unplaced_mailboxes(self, database: str) -> int:
+        """Place every mailbox that has no database in `database`; how many moved."""
         ...
 
     async def put_send_connector(self, connector: SendConnector) -> None:

@@ -25,6 +25,9 @@ class DomainType(StrEnum):
 class Organization:
     name: str
     created: float
+    # Random, made with the organization: the key servers derive their credentials
+    # from when they talk to each other (directory/server_auth.py).
+    secret: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,21 @@ class ServerRecord:
     registered_at: float = 0.0  # first registration (kept across re-registrations)
     heartbeat_at: float = 0.0  # last sign of life from a running `serve`
     stopped_at: float = 0.0  # when `serve` last stopped cleanly (0: never)
+    # SHA-256 of its TLS certificate (DER, hex): the other servers pin it when they
+    # connect to its internal ports (directory/server_auth.py).
+    certificate_sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxDatabase:
+    """A mailbox database: the unit of mailbox placement. Exchange mounts each on
+    one Mailbox server, which serves and delivers to the mailboxes in it; here the
+    data of every database sits in the organization's store, and `server` says which
+    Mailbox server is the database's (docs/deployment.md)."""
+
+    name: str
+    server: str  # the hosting server's label
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +87,7 @@ class Recipient:
     quota_bytes: int | None = None
     enabled: bool = True
     created: float = 0.0
+    database: str | None = None  # mailboxes: the mailbox database it lives in
 
 
 @dataclass(frozen=True, slots=True)

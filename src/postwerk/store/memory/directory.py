@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from postwerk.store.api import address_key
 from postwerk.store.records import (
     AcceptedDomain,
     DomainType,
+    MailboxDatabase,
     Organization,
     ProtocolSettings,
     ReceiveConnector,
@@ -31,6 +33,7 @@ class MemoryDirectory:
         self._send_connectors: dict[str, SendConnector] = {}
         self._protocols: dict[tuple[str, str], ProtocolSettings] = {}
         self._servers: dict[str, ServerRecord] = {}
+        self._databases: dict[str, MailboxDatabase] = {}
         self._next_id = 1
 
     async def get_organization(self) -> Organization | None:
@@ -38,7 +41,8 @@ class MemoryDirectory:
 
     async def set_organization(self, name: str) -> Organization:
         created = self._org.created if self._org else time.time()
-        self._org = Organization(name, created)
+        secret = self._org.secret if self._org else secrets.token_hex(32)
+        self._org = Organization(name, created, secret)
         return self._org
 
     async def add_domain(
@@ -70,6 +74,7 @@ class MemoryDirectory:
         display_name: str,
         password_hash: str | None = None,
         quota_bytes: int | None = None,
+        database: str | None = None,
     ) -> Recipient:
         if "@" not in primary_address:
             raise InvalidName(f"not an address: {primary_address!r}")
@@ -86,6 +91,7 @@ class MemoryDirectory:
             password_hash=password_hash,
             quota_bytes=quota_bytes,
             created=time.time(),
+            database=database,
         )
         self._recipients[rid] = r
         self._addresses[key] = rid
@@ -196,6 +202,39 @@ class MemoryDirectory:
             self._servers[name] = replace(old, stopped_at=at)
         else:
             self._servers[name] = replace(old, heartbeat_at=at)
+
+    async def put_mailbox_database(self, database: MailboxDatabase) -> MailboxDatabase:
+        if not database.name or not database.server:
+            raise InvalidName("a mailbox database needs a name and a server")
+        old = self._databases.get(database.name)
+        created = old.created if old else (database.created or time.time())
+        stored = replace(database, created=created)
+        self._databases[database.name] = stored
+        return stored
+
+    async def list_mailbox_databases(self) -> list[MailboxDatabase]:
+        return [self._databases[name] for name in sorted(self._databases)]
+
+    async def mailbox_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self._recipients.values():
+            if r.database is not None:
+                counts[r.database] = counts.get(r.database, 0) + 1
+        return counts
+
+    async def set_recipient_database(self, recipient_id: int, database: str | None) -> None:
+        if database is not None and database not in self._databases:
+            raise NotFound(f"mailbox database {database} not found")
+        r = self._require(recipient_id)
+        self._recipients[recipient_id] = replace(r, database=database)
+
+    async def adopt_unplaced_mailboxes(self, database: str) -> int:
+        moved = 0
+        for rid, r in list(self._recipients.items()):
+            if r.database is None and r.kind == RecipientKind.MAILBOX:
+                self._recipients[rid] = replace(r, database=database)
+                moved += 1
+        return moved
 
     async def list_send_connectors(self) -> list[SendConnector]:
         return [self._send_connectors[k] for k in sorted(self._send_connectors)]

@@ -8,11 +8,12 @@ duplicate address anywhere (primary or alias) is an AlreadyExists.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import fields, replace
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +23,7 @@ from postwerk.store.records import (
     AcceptedDomain,
     AddressSpace,
     DomainType,
+    MailboxDatabase,
     Organization,
     ProtocolSettings,
     ReceiveConnector,
@@ -34,6 +36,7 @@ from postwerk.store.sqlite.database import Database
 from postwerk.store.sqlite.schema import (
     accepted_domain,
     group_member,
+    mailbox_database,
     organization,
     protocol_settings,
     proxy_address,
@@ -93,6 +96,7 @@ def _recipient(row: RowMapping, aliases: tuple[str, ...]) -> Recipient:
         quota_bytes=row["quota_bytes"],
         enabled=row["enabled"],
         created=row["created"],
+        database=row["database"],
     )
 
 
@@ -107,7 +111,9 @@ class SqliteDirectory:
     async def get_organization(self) -> Organization | None:
         def run(conn: Connection) -> Organization | None:
             row = (conn.execute(select(organization))).mappings().first()
-            return None if row is None else Organization(row["name"], row["created"])
+            if row is None:
+                return None
+            return Organization(row["name"], row["created"], row["secret"] or "")
 
         return await self._db.read(run)
 
@@ -118,10 +124,13 @@ class SqliteDirectory:
             row = (conn.execute(select(organization))).mappings().first()
             if row is None:
                 created = time.time()
-                conn.execute(insert(organization).values(id=1, name=name, created=created))
-                return Organization(name, created)
+                secret = secrets.token_hex(32)
+                conn.execute(
+                    insert(organization).values(id=1, name=name, created=created, secret=secret)
+                )
+                return Organization(name, created, secret)
             conn.execute(update(organization).values(name=name))
-            return Organization(name, row["created"])
+            return Organization(name, row["created"], row["secret"] or "")
 
         return await self._db.write(run)
 
@@ -178,6 +187,7 @@ class SqliteDirectory:
         display_name: str,
         password_hash: str | None = None,
         quota_bytes: int | None = None,
+        database: str | None = None,
     ) -> Recipient:
         if "@" not in primary_address:
             raise InvalidName(f"not an address: {primary_address!r}")
@@ -197,6 +207,7 @@ class SqliteDirectory:
                         quota_bytes=quota_bytes,
                         enabled=True,
                         created=created,
+                        database=database,
                     )
                     .returning(recipient.c.id)
                 )
@@ -214,6 +225,7 @@ class SqliteDirectory:
                 password_hash=password_hash,
                 quota_bytes=quota_bytes,
                 created=created,
+                database=database,
             )
 
         return await self._db.write(run)
@@ -425,6 +437,7 @@ class SqliteDirectory:
                     registered_at=stored.registered_at,
                     heartbeat_at=stored.heartbeat_at,
                     stopped_at=stored.stopped_at,
+                    certificate_sha256=stored.certificate_sha256,
                 )
             )
             return stored
@@ -445,6 +458,7 @@ class SqliteDirectory:
                     registered_at=r["registered_at"],
                     heartbeat_at=r["heartbeat_at"],
                     stopped_at=r["stopped_at"],
+                    certificate_sha256=r["certificate_sha256"],
                 )
                 for r in rows
             ]
@@ -460,6 +474,82 @@ class SqliteDirectory:
                 raise NotFound(f"server {name} is not registered")
 
         await self._db.write(run)
+
+    # ------------------------------------------------------------ mailbox databases
+
+    async def put_mailbox_database(self, database: MailboxDatabase) -> MailboxDatabase:
+        if not database.name or not database.server:
+            raise InvalidName("a mailbox database needs a name and a server")
+
+        def run(conn: Connection) -> MailboxDatabase:
+            old = conn.execute(
+                select(mailbox_database.c.created).where(mailbox_database.c.name == database.name)
+            ).first()
+            if old is not None:
+                conn.execute(
+                    update(mailbox_database)
+                    .where(mailbox_database.c.name == database.name)
+                    .values(server=database.server)
+                )
+                return replace(database, created=old[0])
+            stored = replace(database, created=database.created or time.time())
+            conn.execute(
+                insert(mailbox_database).values(
+                    name=stored.name, server=stored.server, created=stored.created
+                )
+            )
+            return stored
+
+        return await self._db.write(run)
+
+    async def list_mailbox_databases(self) -> list[MailboxDatabase]:
+        def run(conn: Connection) -> list[MailboxDatabase]:
+            rows = conn.execute(select(mailbox_database).order_by(mailbox_database.c.name))
+            return [MailboxDatabase(r.name, r.server, r.created) for r in rows]
+
+        return await self._db.read(run)
+
+    async def mailbox_counts(self) -> dict[str, int]:
+        def run(conn: Connection) -> dict[str, int]:
+            rows = conn.execute(
+                select(recipient.c.database, func.count())
+                .where(recipient.c.database.is_not(None))
+                .group_by(recipient.c.database)
+            )
+            return {name: count for name, count in rows}
+
+        return await self._db.read(run)
+
+    async def set_recipient_database(self, recipient_id: int, database: str | None) -> None:
+        def run(conn: Connection) -> None:
+            if database is not None and (
+                conn.execute(
+                    select(mailbox_database.c.name).where(mailbox_database.c.name == database)
+                ).first()
+                is None
+            ):
+                raise NotFound(f"mailbox database {database} not found")
+            done = conn.execute(
+                update(recipient).where(recipient.c.id == recipient_id).values(database=database)
+            )
+            if done.rowcount == 0:
+                raise NotFound(f"recipient {recipient_id} not found")
+
+        await self._db.write(run)
+
+    async def adopt_unplaced_mailboxes(self, database: str) -> int:
+        def run(conn: Connection) -> int:
+            done = conn.execute(
+                update(recipient)
+                .where(
+                    recipient.c.database.is_(None),
+                    recipient.c.kind == RecipientKind.MAILBOX.value,
+                )
+                .values(database=database)
+            )
+            return int(done.rowcount)
+
+        return await self._db.write(run)
 
     async def put_protocol_settings(self, settings: ProtocolSettings) -> None:
         row = {

@@ -57,6 +57,7 @@ organization = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("name", String, nullable=False),
     Column("created", Float, nullable=False),
+    Column("secret", String, nullable=True),  # migration 0010
 )
 
 accepted_domain = Table(
@@ -78,6 +79,7 @@ recipient = Table(
     Column("quota_bytes", BigInteger, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created", Float, nullable=False),
+    Column("database", String, nullable=True),  # mailboxes: their mailbox database (0010)
     # Never reuse an id (plain rowids are reused after deleting the highest):
     # a new recipient must not inherit a deleted mailbox's folders.
     sqlite_autoincrement=True,
@@ -176,6 +178,16 @@ server = Table(
     Column("registered_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("stopped_at", Float, nullable=False),
+    Column("certificate_sha256", String, nullable=False, server_default=text("''")),
+)
+
+# Mailbox databases and the Mailbox server each is mounted on (migration 0010).
+mailbox_database = Table(
+    "mailbox_database",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("server", String, nullable=False),
+    Column("created", Float, nullable=False),
 )
 
 send_connector = Table(
