@@ -73,7 +73,7 @@ from postwerk.core.errors import (
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
-from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator
+from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator, Unavailable
 from postwerk.mailbox.folder_sync import changes_for
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
 from postwerk.mailbox.notify import MailboxWatch
@@ -798,7 +798,8 @@ class ImapConnection:
             return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
         route = await self.ctx.locator.locate(user, "imap4")
         if not isinstance(route, LocalRoute):
-            self.log.warning("mailbox_unavailable", account=account, reason=route.reason)
+            reason = route.reason if isinstance(route, Unavailable) else "no proxy yet"
+            self.log.warning("mailbox_unavailable", account=account, reason=reason)
             text = "Your mailbox is not available right now, try again later"
             return r.tagged(tag, "NO", text, r.code("UNAVAILABLE"))  # RFC 5530
         self.backend = route.backend

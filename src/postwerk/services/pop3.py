@@ -46,7 +46,7 @@ import structlog
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
 from postwerk.directory.service import Directory
-from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator
+from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator, Unavailable
 from postwerk.protocols.pop3 import (
     Auth,
     Capa,
@@ -454,7 +454,8 @@ class Pop3Connection:
             return TOO_MANY_USER_CONNECTIONS
         route = await self.ctx.locator.locate(user, "pop3")
         if not isinstance(route, LocalRoute):
-            self.log.warning("mailbox_unavailable", account=account, reason=route.reason)
+            reason = route.reason if isinstance(route, Unavailable) else "no proxy yet"
+            self.log.warning("mailbox_unavailable", account=account, reason=reason)
             return replies.TEMP_FAILURE
         self.backend = route.backend
         if not self.ctx.locks.acquire(user.id):
