@@ -155,8 +155,12 @@ def start_server(
     ca: trustme.CA,
     environ: dict[str, str] | None = None,
     tarpit_override: float | None = 0.05,
+    port_offset: int | None = None,
 ) -> RunningServer:
-    """Serve `data_dir`; `environ` holds `POSTWERK_<SECTION>__<FIELD>` settings overrides."""
+    """Serve `data_dir`; `environ` holds `POSTWERK_<SECTION>__<FIELD>` settings overrides.
+    Every port is the kernel's pick, unless `port_offset` is given: then the configured
+    ports plus it, as `serve` does (for servers that find each other's ports through
+    the directory)."""
     from postwerk.config.settings import load_settings
     from postwerk.roles.all_in_one import build
 
@@ -169,8 +173,8 @@ def start_server(
 
         async def boot() -> None:
             settings = load_settings(data_dir, environ or {})
-            server = await build(settings, data_dir, 0)
-            server.ephemeral_ports = True
+            server = await build(settings, data_dir, port_offset or 0)
+            server.ephemeral_ports = port_offset is None
             server.tarpit_override = tarpit_override
             server.lookup.ttl = 0.0  # see CLI changes (connectors, mailboxes, ...) at once
             if server.outbound is not None:

@@ -230,3 +230,27 @@ async def test_one_message_with_recipients(backend: Any) -> None:
     await q.enqueue(m, rs)
     assert await q.messages_with_recipients(["m1"]) == {"m1": (m, rs)}
     assert await q.messages_with_recipients(["nope"]) == {}
+
+
+async def test_servers_sharing_a_database_each_work_their_own_queue(backend: Any) -> None:
+    """Two servers on one database (PostgreSQL): each sees, schedules and cleans up only
+    the messages it enqueued, as each Exchange server has its own queues."""
+    if backend.db is None:
+        pytest.skip("the memory store is one server's")
+    from postwerk.store.sqlite.queue import SqliteQueue
+
+    mbx1, mbx2 = SqliteQueue(backend.db, "MBX1"), SqliteQueue(backend.db, "MBX2")
+    await mbx1.enqueue(msg("m1"), [rcpt("m1", "a@x.test")])
+    await mbx2.enqueue(msg("m2"), [rcpt("m2", "b@x.test")])
+    now = time.time() + 10
+    assert [r.message_id for r in await mbx1.due(now)] == ["m1"]
+    assert [r.message_id for r in await mbx2.due(now)] == ["m2"]
+    assert [m.id for m in await mbx1.list_messages()] == ["m1"]
+    assert [m.id for m, _ in await mbx2.in_status([RecipientStatus.READY])] == ["m2"]
+    assert sum(s.count for s in await mbx1.summaries()) == 1
+    # Either can read a message by id (admin tools, tracking), neither schedules the other's.
+    assert (await mbx2.get_message("m1")) is not None
+    done = replace((await mbx1.due(now))[0], status=RecipientStatus.DELIVERED)
+    await mbx1.update_recipients([done])
+    assert await mbx2.finished_messages() == []
+    assert await mbx1.finished_messages() == ["m1"]

@@ -8,6 +8,7 @@ import asyncio
 import imaplib
 import json
 import poplib
+import random
 import smtplib
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from imapclient import IMAPClient  # type: ignore[import-untyped]
 from tests.conftest import (
     DOMAIN,
     PASSWORD,
+    RunningServer,
     cli,
     init_data_dir,
     populate,
@@ -81,6 +83,17 @@ def test_a_server_on_postgresql_carries_mail(tmp_path: Path, ca: trustme.CA, pg_
     assert [m["subject"] for m in listed] == ["on postgres"]
 
 
+def start_pair(first: Path, second: Path, ca: trustme.CA) -> tuple[RunningServer, RunningServer]:
+    """Both servers on their configured ports plus distinct offsets."""
+    offset = random.randrange(20000, 40000, 100)
+    a = start_server(first, ca, port_offset=offset)
+    try:
+        return a, start_server(second, ca, port_offset=offset + 50)
+    except BaseException:
+        stop_server(a)
+        raise
+
+
 def test_a_second_server_joins_and_reads_what_the_first_received(
     tmp_path: Path, ca: trustme.CA, pg_url: str
 ) -> None:
@@ -95,8 +108,9 @@ def test_a_second_server_joins_and_reads_what_the_first_received(
     # One organization: the accepted domain was created once, the mailboxes are shared.
     assert cli(second, "domain", "list").count(DOMAIN) == 1
     cli(second, "imap", "enable")
-    a = start_server(first, ca)
-    b = start_server(second, ca)
+    # alice's database is the first server's: the second proxies her session to its
+    # IMAP4 back end, found through the directory (so the ports are real ones).
+    a, b = start_pair(first, second, ca)
     try:
         wait_for(lambda: 993 in b.server.ports, timeout=20)
         imap = imaplib.IMAP4_SSL(
@@ -133,8 +147,7 @@ def test_idle_on_one_server_wakes_for_a_delivery_on_another(
     second = tmp_path / "second"
     init_data_dir(second, ca, extra=("--database", pg_url, "--hostname", "mbx2.example.test"))
     cli(second, "imap", "enable")
-    a = start_server(first, ca)
-    b = start_server(second, ca)
+    a, b = start_pair(first, second, ca)
     try:
         wait_for(lambda: 993 in b.server.ports, timeout=20)
         client = IMAPClient(

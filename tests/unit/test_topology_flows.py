@@ -134,3 +134,94 @@ def test_ruleset_loads_with_nft_check(tmp_path: Path) -> None:
     path.write_text(ruleset(t.server, t.fqdn, deployment_flows(t), ["10.0.0.0/8"]))
     result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_split_servers_list_their_internal_flows_with_each_other() -> None:
+    from postwerk.store.records import ServerRecord
+
+    peers = (
+        ServerRecord("CAS1", "cas1.example.com", ("cas",), ("192.0.2.1",)),
+        ServerRecord("MBX1", "mbx1.example.com", ("mailbox",), ("192.0.2.2",)),
+        ServerRecord("MBX2", "mbx2.example.com", ("mailbox",), ("192.0.2.3",)),
+    )
+    mailbox = all_in_one(server="MBX1", roles=("mailbox",), peers=peers, port_offset=100)
+    internal = [f for f in deployment_flows(mailbox) if f.direction is Direction.INTERNAL]
+    assert [(f.port, f.source, f.state.value, f.listen_port) for f in internal] == [
+        (2525, "Client Access and Mailbox servers CAS1, MBX2", "enabled", 2625),
+        (465, "Client Access servers CAS1", "enabled", 565),
+        (1993, "Client Access servers CAS1", "enabled", 2093),
+        (1995, "Client Access servers CAS1", "enabled", 2095),
+        (444, "Client Access servers CAS1", "not-available", None),
+        (717, "Mailbox server MBX1", "disabled", None),
+    ]
+    # A Mailbox server alone serves no clients.
+    assert not any(f.port in (993, 995, 443, 587) for f in deployment_flows(mailbox))
+    cas = all_in_one(server="CAS1", roles=("cas",), peers=peers)
+    internal = [f for f in deployment_flows(cas) if f.direction is Direction.INTERNAL]
+    assert [(f.port, f.source, f.destination, f.listen_port) for f in internal[:4]] == [
+        (2525, "Client Access server CAS1", "Mailbox servers MBX1, MBX2", None),
+        (465, "Client Access server CAS1", "Mailbox servers MBX1, MBX2", None),
+        (1993, "Client Access server CAS1", "Mailbox servers MBX1, MBX2", None),
+        (1995, "Client Access server CAS1", "Mailbox servers MBX1, MBX2", None),
+    ]
+    assert internal[-1].port == 717 and internal[-1].destination == "Client Access server CAS1"
+    # Without FrontEndProxyEnabled connectors a CAS sends nothing out itself.
+    assert all(
+        f.state is State.DISABLED
+        for f in deployment_flows(cas)
+        if f.direction is Direction.OUTBOUND
+    )
+
+
+def test_frontend_proxy_connectors_switch_on_717_between_split_servers() -> None:
+    from postwerk.store.records import ServerRecord
+
+    peers = (
+        ServerRecord("CAS1", "cas1.example.com", ("cas",), ("192.0.2.1",), port_offset=100),
+        ServerRecord("MBX1", "mbx1.example.com", ("mailbox",), ("192.0.2.2",)),
+    )
+    internet = SendConnector("Internet", (AddressSpace("*"),))
+    via_cas = SendConnector("Via CAS", (AddressSpace("partner.test"),), frontend_proxy=True)
+    cas = all_in_one(
+        server="CAS1",
+        roles=("cas",),
+        peers=peers,
+        port_offset=100,
+        receive_connectors=tuple(default_receive_connectors("CAS1", ["cas"], PORTS)),
+        send_connectors=(internet, via_cas),
+    )
+    flows = deployment_flows(cas)
+    [proxy] = [f for f in flows if f.port == 717]
+    # The CAS listens on 717 (+ its offset) for the Mailbox servers.
+    assert (proxy.source, proxy.destination) == (
+        "Mailbox servers MBX1",
+        "Client Access server CAS1",
+    )
+    assert (proxy.state, proxy.listen_port) == (State.ENABLED, 817)
+    # ... and connects out on 25 (and resolves the next hops) for those connectors only.
+    outbound = {(f.port, f.transport): f for f in flows if f.direction is Direction.OUTBOUND}
+    assert outbound[(25, "tcp")].source == "Client Access server CAS1"
+    assert outbound[(25, "tcp")].service == 'send connector "Via CAS"'
+    assert outbound[(25, "tcp")].enabled and outbound[(53, "udp")].enabled
+    # Unused, it is listed disabled (it listens all the same: the connector is bound).
+    idle = deployment_flows(replace(cas, send_connectors=(internet,)))
+    [proxy] = [f for f in idle if f.port == 717]
+    assert (proxy.state, proxy.listen_port) == (State.DISABLED, 817)
+    # The Mailbox server's side: it connects to the CAS; it resolves only for itself.
+    mailbox = all_in_one(
+        server="MBX1",
+        roles=("mailbox",),
+        peers=peers,
+        receive_connectors=tuple(default_receive_connectors("MBX1", ["mailbox"], PORTS)),
+        send_connectors=(via_cas,),
+    )
+    flows = deployment_flows(mailbox)
+    [proxy] = [f for f in flows if f.port == 717]
+    assert (proxy.source, proxy.state, proxy.listen_port) == (
+        "Mailbox server MBX1",
+        State.ENABLED,
+        None,
+    )
+    direct = next(f for f in flows if f.port == 25 and f.direction is Direction.OUTBOUND)
+    assert direct.state is State.DISABLED and "Client Access" in direct.note
+    assert not any(f.port == 53 and f.enabled for f in flows)

@@ -159,15 +159,29 @@ async def initialize(data_dir: Path, settings: Settings, domain: str) -> None:
         # else: a shared database (PostgreSQL) whose organization exists: this server
         # joins it with its own connectors and registration.
         ports = settings.ports.model_dump()
+        shared = isinstance(database_path(settings, data_dir), str)  # PostgreSQL
         for connector in default_receive_connectors(
-            settings.server.hostname.split(".")[0].upper(), settings.server.roles, ports
+            settings.server.hostname.split(".")[0].upper(),
+            settings.server.roles,
+            ports,
+            shared=shared,
         ):
             await backend.sql.directory.put_receive_connector(connector)
         # In the directory from the start; `serve` re-registers it and beats.
+        from postwerk.directory.placement import ensure_server_database
+        from postwerk.directory.server_auth import certificate_sha256
         from postwerk.roles.registration import server_record
 
-        record = server_record(settings, settings.server.port_offset, heartbeat_at=0.0)
+        record = server_record(
+            settings,
+            settings.server.port_offset,
+            heartbeat_at=0.0,
+            certificate_sha256=certificate_sha256(data_dir / settings.tls.certificate),
+        )
         await backend.sql.directory.put_server(record)
+        if "mailbox" in settings.server.roles:
+            # Its mailbox database, so `mailbox new` can place mailboxes before `serve`.
+            await ensure_server_database(backend.sql.directory, record.name)
     finally:
         await backend.close()
 
@@ -493,6 +507,7 @@ def _recipient_json(r: Any) -> dict[str, Any]:
         "aliases": list(r.aliases),
         "enabled": r.enabled,
         "quota_bytes": r.quota_bytes,
+        "database": r.database,
     }
 
 
@@ -506,6 +521,12 @@ def mailbox() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from one line of stdin.")
 @click.option("--display-name", default="", help="Display name (default: the local part).")
 @click.option("--quota", "quota_bytes", type=int, default=None, help="Quota in bytes.")
+@click.option(
+    "--database",
+    default=None,
+    help="Mailbox database to create it in (default: the least-filled database of a "
+    "running Mailbox server).",
+)
 @data_dir_option
 @json_option
 @_domain_errors
@@ -514,6 +535,7 @@ def mailbox_new(
     password_stdin: bool,
     display_name: str,
     quota_bytes: int | None,
+    database: str | None,
     data_dir: Path,
     as_json: bool,
 ) -> None:
@@ -522,7 +544,9 @@ def mailbox_new(
     r = _run(
         _with_backend(
             data_dir,
-            lambda c: c.directory.add_mailbox(address, password, display_name, quota_bytes),
+            lambda c: c.directory.add_mailbox(
+                address, password, display_name, quota_bytes, database=database
+            ),
         )
     )
     if as_json:
@@ -535,20 +559,24 @@ def mailbox_new(
 @data_dir_option
 @json_option
 def mailbox_list(data_dir: Path, as_json: bool) -> None:
-    """List mailboxes."""
+    """List mailboxes, with the database each lives in and the server serving it."""
     from postwerk.store.records import RecipientKind
 
-    result = _run(
-        _with_backend(
-            data_dir, lambda c: c.backend.sql.directory.list_recipients(RecipientKind.MAILBOX)
-        )
-    )
+    async def read(c: _Ctx) -> tuple[list[Any], dict[str, str]]:
+        store = c.backend.sql.directory
+        servers = {d.name: d.server for d in await store.list_mailbox_databases()}
+        return await store.list_recipients(RecipientKind.MAILBOX), servers
+
+    result, servers = _run(_with_backend(data_dir, read))
     if as_json:
-        _emit_json([_recipient_json(r) for r in result])
+        _emit_json(
+            [{**_recipient_json(r), "server": servers.get(r.database or "")} for r in result]
+        )
         return
     for r in result:
         aliases = f"\t(aliases: {', '.join(r.aliases)})" if r.aliases else ""
-        click.echo(f"{r.primary_address}\t{r.display_name}{aliases}")
+        where = f"{r.database} on {servers.get(r.database, '?')}" if r.database else "unplaced"
+        click.echo(f"{r.primary_address}\t{r.display_name}\t{where}{aliases}")
 
 
 @mailbox.command("remove")
@@ -1140,12 +1168,15 @@ from postwerk.cli.client_protocols import imap, pop  # noqa: E402
 main.add_command(pop)
 main.add_command(imap)
 
+from postwerk.cli.placement import database, mailbox_move  # noqa: E402
 from postwerk.cli.ports import ports, test_group  # noqa: E402
 from postwerk.cli.servers import server  # noqa: E402
 
 main.add_command(ports)
 main.add_command(test_group)
 main.add_command(server)
+main.add_command(database)
+mailbox.add_command(mailbox_move)
 
 if __name__ == "__main__":
     # Run the imported module's group, which the verb modules above registered on

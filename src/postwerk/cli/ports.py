@@ -8,6 +8,7 @@ or as an nftables ruleset for this server (`topology/nftables.py`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ async def _read(ctx: _Ctx) -> tuple[Topology, list[str]]:
     servers (registered with `server list`), which its firewall never filters."""
     topology = await read_topology(ctx)
     servers = await ctx.backend.sql.directory.list_servers()
+    topology = replace(topology, peers=tuple(s for s in servers if s.name != topology.server))
     peers = [a for s in servers if s.name != topology.server for a in s.addresses]
     return topology, peers
 

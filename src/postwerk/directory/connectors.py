@@ -35,13 +35,18 @@ ALL_V4_V6 = ("0.0.0.0/0", "::/0")
 
 
 def default_receive_connectors(
-    server: str, roles: Sequence[str], ports: dict[str, int]
+    server: str, roles: Sequence[str], ports: dict[str, int], *, shared: bool = False
 ) -> list[ReceiveConnector]:
     """The connectors Exchange 2013 setup creates for the roles present.
 
     `ports` maps smtp/submission/outbound_proxy/hub_smtp/client_proxy to the
-    configured (un-offset) port numbers.
+    configured (un-offset) port numbers. `shared`: the server shares its database
+    with other servers (PostgreSQL), so a Mailbox server listens for them even when
+    it hosts Client Access too.
     """
+    # In one process CAS hands mail to transport directly; a Mailbox server that other
+    # servers reach (split roles, or a shared database) listens on 2525 and 465 (M4).
+    internal = "cas" not in roles or shared
     out: list[ReceiveConnector] = []
     if "cas" in roles:
         out.append(
@@ -81,7 +86,10 @@ def default_receive_connectors(
                 auth_mechanisms=(TLS, BASIC_AUTH, BASIC_AUTH_REQUIRE_TLS, EXCHANGE_SERVER),
                 max_message_size=36 * MB,
                 max_recipients_per_message=200,
-                bound=False,  # wired in M2/M4
+                # Mailbox servers send FrontEndProxyEnabled connectors' mail through a
+                # Client Access server here (transport/outbound_proxy.py); an all-in-one
+                # server sends it itself, so it does not listen.
+                bound="mailbox" not in roles,
             )
         )
     if "mailbox" in roles:
@@ -92,10 +100,12 @@ def default_receive_connectors(
                 bindings=(f"0.0.0.0:{ports['hub_smtp']}", f"[::]:{ports['hub_smtp']}"),
                 remote_ip_ranges=ALL_V4_V6,
                 permission_groups=(EXCHANGE_LEGACY_SERVERS, EXCHANGE_SERVERS, EXCHANGE_USERS),
-                auth_mechanisms=(TLS, BASIC_AUTH, EXCHANGE_SERVER),
+                # No AnonymousUsers: only organization servers (ExchangeServer auth) and
+                # mailbox users may send here; no password is taken before STARTTLS.
+                auth_mechanisms=(TLS, BASIC_AUTH, BASIC_AUTH_REQUIRE_TLS, EXCHANGE_SERVER),
                 max_message_size=35 * MB,
                 max_recipients_per_message=5000,
-                bound=False,  # bound when roles run on separate machines (M4)
+                bound=internal,
             )
         )
         out.append(
@@ -108,7 +118,7 @@ def default_receive_connectors(
                 auth_mechanisms=(TLS, BASIC_AUTH, BASIC_AUTH_REQUIRE_TLS, EXCHANGE_SERVER),
                 max_message_size=35 * MB,
                 max_recipients_per_message=200,
-                bound=False,
+                bound=internal,
             )
         )
     return out

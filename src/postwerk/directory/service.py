@@ -15,8 +15,15 @@ from postwerk.core.addresses import Address, normalize_domain, parse_address
 from postwerk.core.errors import AlreadyExists, InvalidName, NotFound
 from postwerk.directory.credential_cache import CredentialCache
 from postwerk.directory.passwords import PasswordHasher
+from postwerk.directory.placement import pick_database
 from postwerk.store.api import DirectoryStore, MailStore
-from postwerk.store.records import AcceptedDomain, DomainType, Recipient, RecipientKind
+from postwerk.store.records import (
+    AcceptedDomain,
+    DomainType,
+    MailboxDatabase,
+    Recipient,
+    RecipientKind,
+)
 
 
 @dataclass
@@ -78,19 +85,61 @@ class Directory:
         password: str,
         display_name: str = "",
         quota_bytes: int | None = None,
+        database: str | None = None,
     ) -> Recipient:
+        """`database`: the mailbox database to create it in; None spreads new mailboxes
+        over the live Mailbox servers' databases (directory/placement.py)."""
         addr = await self._checked_address(address)
         if not password:
             raise InvalidName("the password must not be empty")
+        if database is None:
+            database = await pick_database(self.store)
+        else:
+            await self.mailbox_database(database)
         recipient = await self.store.add_recipient(
             RecipientKind.MAILBOX,
             str(addr),
             display_name or addr.local,
             password_hash=self.hasher.hash(password),
             quota_bytes=quota_bytes,
+            database=database,
         )
         await self.mail.create_default_folders(recipient.id)
         return recipient
+
+    async def mailbox_database(self, name: str) -> MailboxDatabase:
+        for db in await self.store.list_mailbox_databases():
+            if db.name.lower() == name.lower():
+                return db
+        raise NotFound(f"no mailbox database {name}")
+
+    async def add_mailbox_database(self, name: str, server: str) -> MailboxDatabase:
+        """A new mailbox database mounted on `server` (a registered Mailbox server)."""
+        name = name.strip()
+        if not name or any(c in name for c in "\t\r\n"):
+            raise InvalidName("a mailbox database needs a one-line name")
+        if any(db.name.lower() == name.lower() for db in await self.store.list_mailbox_databases()):
+            raise AlreadyExists(f"mailbox database {name} exists")
+        return await self.store.put_mailbox_database(
+            MailboxDatabase(name, await self._mailbox_server(server))
+        )
+
+    async def _mailbox_server(self, server: str) -> str:
+        for record in await self.store.list_servers():
+            if record.name == server.upper() or record.fqdn.lower() == server.lower():
+                if "mailbox" not in record.roles:
+                    raise InvalidName(f"server {record.name} does not have the Mailbox role")
+                return record.name
+        raise NotFound(f"no server {server} in the organization")
+
+    async def move_mailbox(self, address: str, database: str) -> tuple[str | None, str]:
+        """Re-home a mailbox in `database` (New-MoveRequest -TargetDatabase): its
+        folders, items and UIDs stay; the next login and delivery go to the database's
+        server. Returns (old database, new database)."""
+        recipient = await self.get(address, RecipientKind.MAILBOX)
+        target = await self.mailbox_database(database)
+        await self.store.set_recipient_database(recipient.id, target.name)
+        return recipient.database, target.name
 
     async def add_group(self, address: str, display_name: str = "") -> Recipient:
         addr = await self._checked_address(address)

@@ -7,6 +7,7 @@ backends. Nothing here is global: tests build several servers in one process.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,18 @@ from postwerk.config.settings import Settings
 from postwerk.directory.cache import DirectoryCache
 from postwerk.directory.connectors import binding_port
 from postwerk.directory.passwords import LoginThrottle, PasswordHasher, ThrottlePolicy
+from postwerk.directory.placement import ensure_server_database
+from postwerk.directory.server_auth import (
+    ServerTrust,
+    certificate_sha256,
+)
 from postwerk.directory.service import Directory
-from postwerk.frontend.routing import MailboxBackend, SingleServerLocator
+from postwerk.frontend.routing import (
+    DirectoryLocator,
+    MailboxBackend,
+    Placement,
+    SingleServerLocator,
+)
 from postwerk.mailbox.notify import MailboxNotifier
 from postwerk.mailbox.tombstones import TombstonePruner
 from postwerk.roles.admin import AdminListener, AdminProbes, Check
@@ -32,13 +43,16 @@ from postwerk.services.smtp import ReceiveContext, SmtpListener
 from postwerk.services.tls import server_context
 from postwerk.store.api import BlobStore
 from postwerk.store.blobs import FileBlobStore
-from postwerk.store.records import ProtocolSettings
+from postwerk.store.records import ProtocolSettings, Recipient
 from postwerk.store.sqlite import SqliteBackend, open_sqlite
 from postwerk.store.sqlite.blob_table import DatabaseBlobStore
 from postwerk.transport.agents import AgentLoadError, load_agents
 from postwerk.transport.categorizer import Categorizer
 from postwerk.transport.dns import DnsConfig, Resolver
+from postwerk.transport.frontend_relay import RelayFactory
+from postwerk.transport.intra_org import MailboxServerRoute, server_trust
 from postwerk.transport.outbound import OutboundDelivery
+from postwerk.transport.outbound_proxy import ClientAccessRoute, OutboundProxyFactory
 from postwerk.transport.retry import RetryPolicy
 from postwerk.transport.service import TransportService
 from postwerk.transport.smtp_client import OutboundClient
@@ -108,7 +122,11 @@ class Backend:
 
 async def open_backend(settings: Settings, data_dir: Path, *, clean_temp: bool = True) -> Backend:
     """`clean_temp=False` for admin tools: a running server may be writing into blobs/tmp/."""
-    sql = await open_sqlite(database_path(settings, data_dir))
+    target = database_path(settings, data_dir)
+    # Servers sharing a database each work their own queue (Exchange's queues are per
+    # server); a SQLite file belongs to one server.
+    shared = isinstance(target, str)
+    sql = await open_sqlite(target, server_label(settings.server.hostname) if shared else "")
     blobs: BlobStore
     if settings.database.blobs == "database":
         blobs = DatabaseBlobStore(sql.db)
@@ -144,6 +162,12 @@ class AllInOneServer:
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
     imap: ProtocolRuntime | None = None  # IMAP4 listeners, started by `postwerk imap enable`
     notifier: MailboxNotifier = field(default_factory=MailboxNotifier)  # mailbox changes
+    # IMAP4/POP3 back ends (1993/1995) of a Mailbox server that CAS servers proxy to.
+    backend_listeners: dict[int, ImapListener | Pop3Listener] = field(default_factory=dict)
+    # The directory's mailbox databases and servers (routing by placement).
+    placement: Placement | None = None
+    # This server's credentials for the others and the check of theirs (server_auth.py).
+    trust: ServerTrust | None = None
     # The mailbox database as the IMAP4/POP3 back end serves it (frontend/routing.py).
     mailbox_backend: MailboxBackend = field(init=False)
 
@@ -153,9 +177,28 @@ class AllInOneServer:
         )
 
     @property
+    def label(self) -> str:
+        return server_label(self.settings.server.hostname)
+
+    @property
+    def has_mailbox(self) -> bool:
+        return "mailbox" in self.settings.server.roles
+
+    @property
+    def shares_database(self) -> bool:
+        """On PostgreSQL: other servers of the organization may route to this one."""
+        return isinstance(database_path(self.settings, self.data_dir), str)
+
+    @property
+    def has_cas(self) -> bool:
+        return "cas" in self.settings.server.roles
+
+    @property
     def ports(self) -> dict[int, int]:
         """Actual listening port by configured port (25 -> 10025 with offset 10000)."""
         ports = {listener.config_port: listener.bound_port for listener in self.listeners}
+        for port, backend in self.backend_listeners.items():
+            ports[port] = backend.bound_port
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 ports.update(runtime.bound_ports)
@@ -170,6 +213,24 @@ class AllInOneServer:
         cert = cert if cert.is_absolute() else self.data_dir / cert
         key = key if key.is_absolute() else self.data_dir / key
         tls_context = server_context(cert, key, tls.minimum_version)
+        sql_directory = self.backend.sql.directory
+        self.trust = await server_trust(sql_directory, self.label)
+        self.placement = Placement(sql_directory)
+        if self.outbound is not None:
+            # Recipients whose database another Mailbox server mounts go there over SMTP.
+            self.outbound.intra_org = MailboxServerRoute(
+                self.placement, self.trust, settings.server.hostname, settings.ports.hub_smtp
+            )
+        if self.outbound is not None and not self.has_cas:
+            # FrontEndProxyEnabled connectors leave through a Client Access server's
+            # Outbound Proxy Frontend (717); an all-in-one server sends them itself.
+            self.outbound.outbound_proxy = ClientAccessRoute(
+                self.placement, self.trust, settings.server.hostname,
+                port=settings.ports.outbound_proxy,
+            )  # fmt: skip
+        if self.has_mailbox:
+            # Mounts this server's mailbox database (adopting mailboxes placed nowhere).
+            await ensure_server_database(sql_directory, self.label)
         connectors = await self.lookup.list_receive_connectors()
         throttle = LoginThrottle(
             time.monotonic,
@@ -193,6 +254,15 @@ class AllInOneServer:
             max_recipients_per_message=settings.transport.max_recipients_per_message,
             tarpit_override=self.tarpit_override,
             agents=self.transport.agents,
+            # A Client Access server without the Mailbox role keeps no queue: it relays
+            # each message during the session to a Mailbox server (frontend_relay.py).
+            relay=self._relay() if self.has_cas and not self.has_mailbox else None,
+            # ... and relays the Mailbox servers' sessions on 717 to their next hop.
+            outbound_proxy=(
+                self._outbound_proxy() if self.has_cas and not self.has_mailbox else None
+            ),
+            # Organization servers authenticate on 2525/465 (and on Default Frontend).
+            trust=self.trust,
         )
         ports = sorted(
             {binding_port(b) for c in connectors if c.bound and c.enabled for b in c.bindings}
@@ -217,15 +287,24 @@ class AllInOneServer:
                 ) from exc
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
-        sql_directory = self.backend.sql.directory
-        label = server_label(settings.server.hostname)
+        label = self.label
 
         async def read(protocol: str) -> ProtocolSettings | None:
             # This server's own settings, else the organization's default.
             return await sql_directory.get_protocol_settings(protocol, label)
 
-        # One process, one mailbox database: every IMAP4/POP3 login is served here.
-        locator = SingleServerLocator(self.mailbox_backend)
+        # Each login goes where the directory places the mailbox: served here when its
+        # database is mounted on this server, else proxied to its Mailbox server.
+        locator = DirectoryLocator(
+            self.placement,
+            label,
+            self.mailbox_backend if self.has_mailbox else None,
+            {
+                "imap4": settings.ports.imap_backend,
+                "pop3": settings.ports.pop3_backend,
+                "http": settings.ports.http_backend,
+            },
+        )
         self.pop3 = ProtocolRuntime(
             "pop3",
             Pop3Context(
@@ -234,6 +313,7 @@ class AllInOneServer:
                 throttle=throttle,  # one failure count per address across the protocols
                 tls_context=tls_context,
                 tarpit_override=self.tarpit_override,
+                trust=self.trust,  # credentials for proxying to other Mailbox servers
             ),
             read,
             lambda ctx, h, p, tls: Pop3Listener(ctx, h, p, implicit_tls=tls),
@@ -250,6 +330,7 @@ class AllInOneServer:
                 throttle=throttle,
                 tls_context=tls_context,
                 tarpit_override=self.tarpit_override,
+                trust=self.trust,
             ),
             read,
             lambda ctx, h, p, tls: ImapListener(ctx, h, p, implicit_tls=tls),
@@ -258,8 +339,12 @@ class AllInOneServer:
             port_offset=self.port_offset,
             ephemeral_ports=self.ephemeral_ports,
         )
-        self.pop3.start()
-        self.imap.start()
+        if self.has_cas:
+            self.pop3.start()
+            self.imap.start()
+        if self.has_mailbox and (not self.has_cas or self.shares_database):
+            # Other servers' front ends reach this server's mailboxes here.
+            await self._start_backends(tls_context, throttle, host)
         target = database_path(settings, self.data_dir)
         if isinstance(target, str) and target.startswith("postgresql"):
             # Imported here: asyncpg is the `postgres` extra, not needed for SQLite.
@@ -267,17 +352,24 @@ class AllInOneServer:
 
             self.change_channel = PgChangeChannel(target, self.notifier)
             await self.change_channel.start()
-        self.pruner = TombstonePruner(
-            self.backend.sql.mailstore, self.settings.database.tombstone_days
-        )
-        self.pruner.start()
+        if self.has_mailbox:
+            self.pruner = TombstonePruner(
+                self.backend.sql.mailstore, self.settings.database.tombstone_days
+            )
+            self.pruner.start()
         # Registered once the listeners are up: `server list` then says it runs.
         directory = self.backend.sql.directory
-        record = server_record(settings, self.port_offset, heartbeat_at=time.time())
+        record = server_record(
+            settings,
+            self.port_offset,
+            heartbeat_at=time.time(),
+            certificate_sha256=certificate_sha256(cert),
+        )
         await directory.put_server(record)
         self.heartbeat = Heartbeat(directory, record.name)
         self.heartbeat.start()
-        self.transport.start()
+        if self.has_mailbox:
+            self.transport.start()
         if settings.admin.enabled:
             port = 0 if self.ephemeral_ports else settings.admin.port + self.port_offset
             self.admin = AdminListener(self._probes(), settings.admin.bind, port)
@@ -290,10 +382,104 @@ class AllInOneServer:
                     f"cannot listen on {settings.admin.bind}:{port} (admin): {exc.strerror or exc}"
                 ) from exc
             log.info("listening", port=self.admin.bound_port, host=settings.admin.bind, admin=True)
-        if self.outbound is not None:
+        if self.outbound is not None and self.has_mailbox:
             self.outbound.start()
-        if self.workers is not None:
+        if self.workers is not None and self.has_mailbox:
             await self.workers.start()
+
+    def _relay(self) -> RelayFactory:
+        assert self.placement is not None and self.trust is not None
+        ports = self.settings.ports
+        return RelayFactory(
+            self.placement,
+            self.trust,
+            self.settings.server.hostname,
+            hub_port=ports.hub_smtp,
+            client_proxy_port=ports.client_proxy,
+            outbound_proxy_port=ports.outbound_proxy,
+        )
+
+    def _outbound_proxy(self) -> OutboundProxyFactory | None:
+        """Outbound Proxy Frontend (717): each Mailbox server's transaction relayed to
+        the send connector's next hop, resolved and reached as OutboundDelivery does."""
+        if self.outbound is None:
+            return None
+        return OutboundProxyFactory(
+            self.lookup.list_send_connectors,
+            self.outbound.destination,
+            port=self.settings.ports.outbound_proxy,
+        )
+
+    async def _start_backends(
+        self, tls_context: ssl.SSLContext, throttle: LoginThrottle, host: str | None
+    ) -> None:
+        """A Mailbox server's IMAP4 and POP3 back ends (1993/1995, implicit TLS): the
+        services Client Access servers proxy their clients' sessions to. Only
+        organization servers log in there on a user's behalf (server_auth.py); the
+        per-user limits hold across every CAS, and one CAS address may carry them all."""
+        local = SingleServerLocator(self.mailbox_backend)
+        ports = self.settings.ports
+
+        def at(port: int) -> int:
+            return 0 if self.ephemeral_ports else port + self.port_offset
+
+        imap_settings = ImapSettings(max_connections_per_ip=ImapSettings().max_connections)
+        pop_settings = Pop3Settings(max_connections_per_ip=Pop3Settings().max_connections)
+        listeners: list[tuple[int, ImapListener | Pop3Listener]] = [
+            (
+                ports.imap_backend,
+                ImapListener(
+                    ImapContext(
+                        directory=self.directory,
+                        locator=local,
+                        throttle=throttle,
+                        tls_context=tls_context,
+                        settings=imap_settings,
+                        tarpit_override=self.tarpit_override,
+                        trust=self.trust,
+                        accepts_proxy_logins=True,
+                    ),
+                    host,
+                    at(ports.imap_backend),
+                    implicit_tls=True,
+                ),
+            ),
+            (
+                ports.pop3_backend,
+                Pop3Listener(
+                    Pop3Context(
+                        directory=self.directory,
+                        locator=local,
+                        throttle=throttle,
+                        tls_context=tls_context,
+                        settings=pop_settings,
+                        tarpit_override=self.tarpit_override,
+                        trust=self.trust,
+                        accepts_proxy_logins=True,
+                    ),
+                    host,
+                    at(ports.pop3_backend),
+                    implicit_tls=True,
+                ),
+            ),
+        ]
+        for port, listener in listeners:
+            try:
+                await listener.start()
+            except OSError as exc:
+                await self.stop()
+                raise PortInUse(
+                    f"cannot listen on {host or '*'}:{port + self.port_offset}: {exc.strerror}"
+                ) from exc
+            self.backend_listeners[port] = listener
+
+    async def hosted_elsewhere(self, recipient: Recipient) -> str | None:
+        """The Mailbox server serving `recipient` when it is not this one."""
+        if self.placement is None:
+            return None
+        await self.placement.refresh()
+        server = self.placement.server_of(recipient.database)
+        return server if server is not None and server != self.label else None
 
     def _probes(self) -> AdminProbes:
         """What /healthz checks per role and what /metrics reads at each scrape."""
@@ -336,6 +522,7 @@ class AllInOneServer:
         if self.admin is not None:
             await self.admin.stop()
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
+        await asyncio.gather(*(b.stop() for b in self.backend_listeners.values()))
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 await runtime.stop()
@@ -390,6 +577,8 @@ async def build(
     offset = settings.server.port_offset if port_offset is None else port_offset
     server = AllInOneServer(settings, data_dir, offset, backend, directory, transport, lookup)
     server.outbound = outbound
+    # Recipients whose database another Mailbox server mounts go there over SMTP.
+    transport.categorizer.hosted_elsewhere = server.hosted_elsewhere
     # Sessions watching a mailbox (IMAP IDLE, concurrent sessions) learn of deliveries.
     transport.on_delivered = server.notifier.changed
     processes = settings.transport.delivery_processes

@@ -187,6 +187,24 @@ async def _deliver(
     transport = transport_for(backend, settings, lookup)  # for DSNs; never started
     outbound = outbound_for(settings, backend, lookup, transport, partition=partition)
     transport.on_routed_out = outbound.wake
+    # As the server's own delivery does: Mailbox → Mailbox mail to the server mounting
+    # the recipient's database, FrontEndProxyEnabled connectors' mail through a Client
+    # Access server (never directly) on a server without the Client Access role.
+    from postwerk.frontend.routing import Placement
+    from postwerk.roles.registration import server_label
+    from postwerk.transport.intra_org import MailboxServerRoute, server_trust
+    from postwerk.transport.outbound_proxy import ClientAccessRoute
+
+    directory = backend.sql.directory
+    trust = await server_trust(directory, server_label(settings.server.hostname))
+    placement = Placement(directory)
+    outbound.intra_org = MailboxServerRoute(
+        placement, trust, settings.server.hostname, settings.ports.hub_smtp
+    )
+    if "cas" not in settings.server.roles:
+        outbound.outbound_proxy = ClientAccessRoute(
+            placement, trust, settings.server.hostname, port=settings.ports.outbound_proxy
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,9 @@ def server_label(hostname: str) -> str:
     return hostname.split(".")[0].upper()
 
 
-def server_record(settings: Settings, port_offset: int, heartbeat_at: float) -> ServerRecord:
+def server_record(
+    settings: Settings, port_offset: int, heartbeat_at: float, certificate_sha256: str = ""
+) -> ServerRecord:
     server = settings.server
     try:
         version = metadata.version("postwerk")
@@ -45,6 +47,7 @@ def server_record(settings: Settings, port_offset: int, heartbeat_at: float) -> 
         version=version,
         registered_at=time.time(),
         heartbeat_at=heartbeat_at,
+        certificate_sha256=certificate_sha256,
     )
 
 

@@ -1,8 +1,10 @@
 """The byte pipe and the listening socket under the IMAP and POP3 services.
 
 `FramedChannel`: an asyncio Protocol that feeds a sans-I/O framer and lets one
-connection task wait for input, with flow control both ways. `ServiceListener`:
-the accept loop with the connection limits, shared by both services.
+connection task wait for input, with flow control both ways; after a proxied
+login it becomes one end of a byte relay (`relay_to`, frontend/mail_proxy.py).
+`ServiceListener`: the accept loop with the connection limits, shared by both
+services.
 
 Why a Protocol and not streams: the framer owns the only input buffer, so a
 STARTTLS/STLS upgrade can drop pipelined plaintext (CVE-2011-0411) with nothing
@@ -33,11 +35,26 @@ DEFLATE_MEMLEVEL = 5
 class Framer(Protocol):
     def receive_data(self, data: bytes) -> None: ...
 
+    def discard_buffered(self) -> int: ...
+
     @property
     def buffered(self) -> int: ...
 
 
 F = TypeVar("F", bound=Framer)
+
+
+class RelayPeer(Protocol):
+    """The other end of a byte relay: where a relaying channel's input goes, and
+    whose reading it pauses while its own output cannot drain."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def pause_input(self) -> None: ...
+
+    def resume_input(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class FramedChannel(asyncio.Protocol, Generic[F]):
@@ -64,6 +81,7 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
         self._inflater: Any = None  # zlib objects once COMPRESS=DEFLATE is on (RFC 4978)
         self._deflater: Any = None
         self._compressed = b""  # received, inflated only as the framer makes room
+        self._peer: RelayPeer | None = None  # relaying: input goes there, not to the framer
 
     @property
     def compressing(self) -> bool:
@@ -98,6 +116,9 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
             self._on_connected = None
 
     def data_received(self, data: bytes) -> None:
+        if self._peer is not None:
+            self._peer.write(data)
+            return
         if self._inflater is not None:
             self._compressed += data
             self._inflate_some()
@@ -112,18 +133,65 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
     def eof_received(self) -> bool:
         self.closed = True
         self._wake()
+        self._close_peer()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._can_write.set()
         self._wake()
+        self._close_peer()
 
     def pause_writing(self) -> None:
         self._can_write.clear()
+        if self._peer is not None:
+            self._peer.pause_input()  # the client reads slowly: stop reading the back end
 
     def resume_writing(self) -> None:
         self._can_write.set()
+        if self._peer is not None:
+            self._peer.resume_input()
+
+    # -- relaying (frontend/mail_proxy.py) -----------------------------------------
+
+    def relay_to(self, peer: RelayPeer) -> int:
+        """Become one end of a byte relay: first the octets the client pipelined
+        that the framer still holds go to `peer`, then all further input as it
+        arrives; reading pauses while `peer` cannot write. Returns the count of
+        pipelined octets passed on. Call right after writing this service's last
+        reply, with no await in between, so no octet is read by both."""
+        # Relaying starts right after login, before COMPRESS could be on: input is plain.
+        assert self._inflater is None and not self._compressed
+        # Once a command is complete, the framer's buffer holds exactly the raw octets
+        # the client sent after it (both framers keep them in `_buf`; they have no
+        # public accessor yet).
+        pending = bytes(getattr(self.framer, "_buf", b""))
+        self.framer.discard_buffered()
+        self._peer = peer
+        if self.closed:
+            self._close_peer()  # the client left while the back end was logged in to
+            return 0
+        if self._paused_reading and self.transport is not None:
+            # The framer's buffer is gone: read again, unless writing `pending`
+            # fills the peer's buffer (its pause_writing pauses us again).
+            self._paused_reading = False
+            self.transport.resume_reading()
+        if pending:
+            peer.write(pending)
+        return len(pending)
+
+    def pause_input(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_input(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _close_peer(self) -> None:
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            peer.close()
 
     def _wake(self) -> None:
         self._pending = True
@@ -193,6 +261,7 @@ class FramedChannel(asyncio.Protocol, Generic[F]):
         self.closed = True
         self._can_write.set()
         self._wake()
+        self._close_peer()
 
 
 class Connection(Protocol):

@@ -72,8 +72,16 @@ from postwerk.core.errors import (
 )
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
+from postwerk.directory.server_auth import ServerTrust
 from postwerk.directory.service import Directory
-from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator, Unavailable
+from postwerk.frontend import mail_proxy
+from postwerk.frontend.routing import (
+    LocalRoute,
+    MailboxBackend,
+    MailboxLocator,
+    RemoteRoute,
+    Unavailable,
+)
 from postwerk.mailbox.folder_sync import changes_for
 from postwerk.mailbox.imap_view import SYSTEM_FLAG_BITS, FolderView, flag_names
 from postwerk.mailbox.notify import MailboxWatch
@@ -267,6 +275,13 @@ class ImapContext:
     tls_context: ssl.SSLContext | None
     settings: ImapSettings = field(default_factory=ImapSettings)
     tarpit_override: float | None = None  # tests shorten the failed-login tarpit
+    # The organization's server credentials: a front end proxies remote mailboxes
+    # with them, a back end accepts logins on a user's behalf from other servers
+    # (frontend/mail_proxy.py). None: neither.
+    trust: ServerTrust | None = None
+    # A back-end service (1993/1995): logins on a user's behalf by organization servers
+    # are accepted here, and only here, never on the client-facing ports.
+    accepts_proxy_logins: bool = False
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.imap")
     )
@@ -275,6 +290,15 @@ class ImapContext:
 
 
 ImapChannel = FramedChannel[CommandFramer]
+
+
+def _unavailable(tag: str) -> bytes:
+    text = "Your mailbox is not available right now, try again later"
+    return r.tagged(tag, "NO", text, r.code("UNAVAILABLE"))  # RFC 5530
+
+
+def _too_many_for_user(tag: str) -> bytes:
+    return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
 
 
 class _Refused(Exception):
@@ -366,6 +390,8 @@ class ImapConnection:
         self.tls_active = implicit_tls
         self.user: Recipient | None = None
         self.backend: MailboxBackend | None = None  # the user's mailbox, from login on
+        # Or the back-end session the login opened, for a mailbox on another server.
+        self.proxy: mail_proxy.Backend | None = None
         self.folder: Folder | None = None  # the selected folder
         self.view: FolderView | None = None
         self.enabled: set[str] = set()  # ENABLE'd or implied extensions (CONDSTORE, QRESYNC)
@@ -518,10 +544,12 @@ class ImapConnection:
         return not (self.channel.closed and self.framer.buffered == 0)
 
     def shutdown(self) -> None:
-        """Server stopping: say BYE and hang up."""
+        """Server stopping: say BYE and hang up (a relayed session only hangs up:
+        a BYE of ours could land inside a literal or a compressed stream)."""
         self.stopping = True
         self._out.clear()
-        self.channel.write(r.untagged_status("BYE", "Server shutting down"))
+        if self.proxy is None:
+            self.channel.write(r.untagged_status("BYE", "Server shutting down"))
         self.channel.close()
 
     def _release(self) -> None:
@@ -588,10 +616,10 @@ class ImapConnection:
                 return await self._on_starttls(tag)
             case Login(user=user, password=password):
                 self.send(await self._on_login(tag, user, password))
-                return not self.stopping  # the handler sent the tagged reply
+                return await self._after_login()  # the handler sent the tagged reply
             case Authenticate():
                 self.send(await self._on_authenticate(command))
-                return not self.stopping
+                return await self._after_login()
             case Enable(capabilities=wanted):
                 self._on_enable(wanted)
             case Namespace():
@@ -785,23 +813,43 @@ class ImapConnection:
     async def _login(self, tag: str, creds: sasl.Credentials, method: str) -> bytes:
         account = creds.authcid
         throttle = self.ctx.throttle
-        if throttle.locked_out(self.peer_ip, account):
-            return await self._auth_failed(tag, account, "locked out", count=False)
-        if creds.authzid and creds.authzid.lower() != account.lower():
-            return await self._auth_failed(tag, account, "authzid differs from authcid")
-        user = await self.ctx.directory.authenticate(account, creds.password)
-        if user is None:
-            return await self._auth_failed(tag, account, "bad credentials")
-        throttle.record_success(self.peer_ip, account)
+        trust = self.ctx.trust
+        on_behalf = bool(creds.authzid) and creds.authzid.lower() != account.lower()
+        if on_behalf and trust is not None and self.ctx.accepts_proxy_logins:
+            # Another organization server logging in for a user (frontend/mail_proxy.py).
+            # Failures count against the address only: a server label locked out by
+            # strangers' attempts would shut the proxy for everyone, and a server
+            # password (an HMAC) cannot be guessed.
+            if throttle.locked_out(self.peer_ip, None):
+                return await self._auth_failed(tag, account, "locked out", count=False)
+            user = await mail_proxy.accept_on_behalf(self.ctx.directory, trust, creds)
+            if user is None:
+                reason = "not a server's login on behalf of a mailbox"
+                return await self._auth_failed(tag, account, reason, by_account=False)
+            method = f"{method} by server {account.upper()}"
+            account = user.primary_address
+        else:
+            if throttle.locked_out(self.peer_ip, account):
+                return await self._auth_failed(tag, account, "locked out", count=False)
+            if on_behalf:
+                return await self._auth_failed(tag, account, "authzid differs from authcid")
+            found = await self.ctx.directory.authenticate(account, creds.password)
+            if found is None:
+                return await self._auth_failed(tag, account, "bad credentials")
+            user = found
+            throttle.record_success(self.peer_ip, account)
         if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
-            return r.tagged(tag, "NO", "Too many connections for this user", r.code("LIMIT"))
+            return _too_many_for_user(tag)
         route = await self.ctx.locator.locate(user, "imap4")
+        if isinstance(route, RemoteRoute) and not on_behalf:
+            return await self._login_remote(tag, user, route, account, method)
         if not isinstance(route, LocalRoute):
-            reason = route.reason if isinstance(route, Unavailable) else "no proxy yet"
+            # A session a front end proxied here is never proxied on again (the
+            # mailbox moved since the front end looked): no loops between servers.
+            reason = route.reason if isinstance(route, Unavailable) else "proxied, not here"
             self.log.warning("mailbox_unavailable", account=account, reason=reason)
-            text = "Your mailbox is not available right now, try again later"
-            return r.tagged(tag, "NO", text, r.code("UNAVAILABLE"))  # RFC 5530
+            return _unavailable(tag)
         self.backend = route.backend
         self.user = user
         self.ctx.by_user.add(user.id)
@@ -812,12 +860,61 @@ class ImapConnection:
         self.log.info("login", account=account, mailbox=user.primary_address, method=method)
         return r.tagged(tag, "OK", "LOGIN completed", r.code("CAPABILITY", self._capabilities()))
 
+    async def _login_remote(
+        self, tag: str, user: Recipient, route: RemoteRoute, account: str, method: str
+    ) -> bytes:
+        """The front end's half for a mailbox on another server: log in to its back end
+        on the user's behalf; the relay starts once the OK is written (`_after_login`)."""
+        trust = self.ctx.trust
+        if trust is None:
+            self.log.warning("mailbox_unavailable", account=account, reason="no server trust")
+            return _unavailable(tag)
+        opened = await mail_proxy.open_backend(
+            route, "imap4", user.primary_address, trust, self.log
+        )
+        if isinstance(opened, mail_proxy.Refused):
+            # The back end's per-user limit holds across front ends: say so.
+            return _too_many_for_user(tag) if opened.code == "LIMIT" else _unavailable(tag)
+        if self.stopping or self.channel.closed:
+            opened.link.close()  # the client or the server went away meanwhile
+            return _unavailable(tag)
+        self.proxy = opened
+        self.user = user
+        self.ctx.by_user.add(user.id)  # the front end's own limit counts proxied sessions
+        self.log.info(
+            "login",
+            account=account,
+            mailbox=user.primary_address,
+            method=method,
+            server=route.server,
+        )
+        try:
+            # The client sees the back end's capabilities, as it will on CAPABILITY.
+            caps = r.code("CAPABILITY", opened.capabilities)
+        except ValueError:
+            caps = None  # not sendable as a code: the client may ask instead
+        return r.tagged(tag, "OK", "LOGIN completed", caps)
+
+    async def _after_login(self) -> bool:
+        """After a LOGIN or AUTHENTICATE reply: relay a proxied session to the end
+        (the tagged OK first, then what the client pipelined behind it)."""
+        if self.proxy is None:
+            return not self.stopping
+        self._flush()
+        await mail_proxy.relay(self.channel, self.proxy, self.log)
+        return False
+
     async def _auth_failed(
-        self, tag: str, account: str | None, reason: str, count: bool = True
+        self,
+        tag: str,
+        account: str | None,
+        reason: str,
+        count: bool = True,
+        by_account: bool = True,
     ) -> bytes:
         throttle = self.ctx.throttle
         if count:
-            throttle.record_failure(self.peer_ip, account)
+            throttle.record_failure(self.peer_ip, account if by_account else None)
         self.log.warning("login_failed", account=account, reason=reason)
         delay = (
             self.ctx.tarpit_override

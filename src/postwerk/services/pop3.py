@@ -45,8 +45,16 @@ import structlog
 
 from postwerk.core.ids import new_id
 from postwerk.directory.passwords import LoginThrottle
+from postwerk.directory.server_auth import ServerTrust
 from postwerk.directory.service import Directory
-from postwerk.frontend.routing import LocalRoute, MailboxBackend, MailboxLocator, Unavailable
+from postwerk.frontend import mail_proxy
+from postwerk.frontend.routing import (
+    LocalRoute,
+    MailboxBackend,
+    MailboxLocator,
+    RemoteRoute,
+    Unavailable,
+)
 from postwerk.protocols.pop3 import (
     Auth,
     Capa,
@@ -141,6 +149,13 @@ class Pop3Context:
     tls_context: ssl.SSLContext | None
     settings: Pop3Settings = field(default_factory=Pop3Settings)
     tarpit_override: float | None = None  # tests shorten the failed-login tarpit
+    # The organization's server credentials: a front end proxies remote mailboxes
+    # with them, a back end accepts logins on a user's behalf from other servers
+    # (frontend/mail_proxy.py). None: neither.
+    trust: ServerTrust | None = None
+    # A back-end service (1993/1995): logins on a user's behalf by organization servers
+    # are accepted here, and only here, never on the client-facing ports.
+    accepts_proxy_logins: bool = False
     locks: MaildropLocks = field(default_factory=MaildropLocks)
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.pop3")
@@ -221,6 +236,8 @@ class Pop3Connection:
         self.user_name: str | None = None  # from USER, waiting for PASS
         self.user: Recipient | None = None
         self.backend: MailboxBackend | None = None  # the user's mailbox, from login on
+        # Or the back-end session the login opened, for a mailbox on another server.
+        self.proxy: mail_proxy.Backend | None = None
         self.locked: int | None = None  # mailbox id whose maildrop this session holds
         self.folder_id = 0
         self.items: dict[str, Item] = {}  # unique-id -> item, the login snapshot
@@ -361,8 +378,10 @@ class Pop3Connection:
                 self.send(self._on_user(name, plaintext))
             case Pass(password=password):
                 self.send(await self._on_pass(password, plaintext))
+                return await self._after_login()
             case Auth():
                 self.send(await self._on_auth(command, plaintext))
+                return await self._after_login()
             case Stls():
                 return await self._on_stls()
             case Utf8():
@@ -440,21 +459,42 @@ class Pop3Connection:
     async def _login(self, creds: sasl.Credentials, method: str) -> Reply:
         account = creds.authcid
         throttle = self.ctx.throttle
-        if throttle.locked_out(self.peer_ip, account):
-            return await self._auth_failed(account, "locked out", count=False)
-        if creds.authzid and creds.authzid.lower() != account.lower():
-            return await self._auth_failed(account, "authzid differs from authcid")
-        # Primary address or any alias; argon2 runs off the event loop.
-        user = await self.ctx.directory.authenticate(account, creds.password)
-        if user is None:
-            return await self._auth_failed(account, "bad credentials")
-        throttle.record_success(self.peer_ip, account)
+        trust = self.ctx.trust
+        on_behalf = bool(creds.authzid) and creds.authzid.lower() != account.lower()
+        if on_behalf and trust is not None and self.ctx.accepts_proxy_logins:
+            # Another organization server logging in for a user (frontend/mail_proxy.py).
+            # Failures count against the address only: a server label locked out by
+            # strangers' attempts would shut the proxy for everyone, and a server
+            # password (an HMAC) cannot be guessed.
+            if throttle.locked_out(self.peer_ip, None):
+                return await self._auth_failed(account, "locked out", count=False)
+            user = await mail_proxy.accept_on_behalf(self.ctx.directory, trust, creds)
+            if user is None:
+                reason = "not a server's login on behalf of a mailbox"
+                return await self._auth_failed(account, reason, by_account=False)
+            method = f"{method} by server {account.upper()}"
+            account = user.primary_address
+        else:
+            if throttle.locked_out(self.peer_ip, account):
+                return await self._auth_failed(account, "locked out", count=False)
+            if on_behalf:
+                return await self._auth_failed(account, "authzid differs from authcid")
+            # Primary address or any alias; argon2 runs off the event loop.
+            found = await self.ctx.directory.authenticate(account, creds.password)
+            if found is None:
+                return await self._auth_failed(account, "bad credentials")
+            user = found
+            throttle.record_success(self.peer_ip, account)
         if self.ctx.by_user[user.id] >= self.settings.max_connections_per_user:
             self.log.info("login_refused", account=account, reason="user connection limit")
             return TOO_MANY_USER_CONNECTIONS
         route = await self.ctx.locator.locate(user, "pop3")
+        if isinstance(route, RemoteRoute) and not on_behalf:
+            return await self._login_remote(user, route, account, method)
         if not isinstance(route, LocalRoute):
-            reason = route.reason if isinstance(route, Unavailable) else "no proxy yet"
+            # A session a front end proxied here is never proxied on again (the
+            # mailbox moved since the front end looked): no loops between servers.
+            reason = route.reason if isinstance(route, Unavailable) else "proxied, not here"
             self.log.warning("mailbox_unavailable", account=account, reason=reason)
             return replies.TEMP_FAILURE
         self.backend = route.backend
@@ -479,6 +519,45 @@ class Pop3Connection:
         )
         return self.session.begin_transaction(maildrop)
 
+    async def _login_remote(
+        self, user: Recipient, route: RemoteRoute, account: str, method: str
+    ) -> Reply:
+        """The front end's half for a mailbox on another server: log in to its back end
+        on the user's behalf (which locks the maildrop there); the relay starts once
+        the back end's "+OK" is passed on (`_after_login`)."""
+        trust = self.ctx.trust
+        if trust is None:
+            self.log.warning("mailbox_unavailable", account=account, reason="no server trust")
+            return replies.TEMP_FAILURE
+        opened = await mail_proxy.open_backend(route, "pop3", user.primary_address, trust, self.log)
+        if isinstance(opened, mail_proxy.Refused):
+            # The maildrop lock is the back end's: a second session anywhere is IN-USE.
+            in_use = opened.code == ResponseCode.IN_USE
+            return replies.MAILDROP_IN_USE if in_use else replies.TEMP_FAILURE
+        if self.stopping or self.channel.closed:
+            opened.link.close()  # the client or the server went away meanwhile
+            return replies.TEMP_FAILURE
+        self.proxy = opened
+        self.user = user
+        self.ctx.by_user.add(user.id)  # the front end's own limit counts proxied sessions
+        self.log.info(
+            "login",
+            account=account,
+            mailbox=user.primary_address,
+            method=method,
+            server=route.server,
+        )
+        return Reply(True, opened.text)  # the back end's "+OK" (its maildrop's size)
+
+    async def _after_login(self) -> bool:
+        """After a PASS or AUTH reply: relay a proxied session to the end (the reply
+        first, then what the client pipelined behind it)."""
+        if self.proxy is None:
+            return not self.channel.closed
+        self._flush()
+        await mail_proxy.relay(self.channel, self.proxy, self.log)
+        return False
+
     async def _snapshot(self, mailbox_id: int) -> list[MaildropEntry]:
         """The Inbox at login (Exchange's POP3 sees only the Inbox), oldest first."""
         folder = await self.mail.get_folder(mailbox_id, "Inbox")
@@ -496,10 +575,12 @@ class Pop3Connection:
             entries.append(MaildropEntry(uid, item.size))
         return entries
 
-    async def _auth_failed(self, account: str | None, reason: str, count: bool = True) -> Reply:
+    async def _auth_failed(
+        self, account: str | None, reason: str, count: bool = True, by_account: bool = True
+    ) -> Reply:
         throttle = self.ctx.throttle
         if count:
-            throttle.record_failure(self.peer_ip, account)
+            throttle.record_failure(self.peer_ip, account if by_account else None)
         self.log.warning("login_failed", account=account, reason=reason)
         delay = (
             self.ctx.tarpit_override

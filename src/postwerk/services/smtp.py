@@ -23,7 +23,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import assert_never, cast
 
 import structlog
@@ -36,6 +36,7 @@ from postwerk.core.replies import Reply
 from postwerk.directory.cache import RecipientLookup
 from postwerk.directory.connectors import BASIC_AUTH, select_connector
 from postwerk.directory.passwords import LoginThrottle
+from postwerk.directory.server_auth import ServerTrust
 from postwerk.directory.service import Directory
 from postwerk.observe import metrics
 from postwerk.protocols.sasl import mechanisms as sasl
@@ -60,8 +61,16 @@ from postwerk.store.records import DomainType, ReceiveConnector, Recipient, Reci
 from postwerk.transport import quota
 from postwerk.transport.agents import AgentRunner, Event, MessageView, SessionView
 from postwerk.transport.envelope import Envelope, ReceiveInfo
+from postwerk.transport.frontend_relay import MailboxRelay, RelayedMessage, RelayFactory
 from postwerk.transport.intake import MessageIntake
-from postwerk.transport.receive_policy import Rights, offers_auth, offers_starttls, rights_for
+from postwerk.transport.outbound_proxy import NEXT_HOP_PARAM, OutboundProxyFactory
+from postwerk.transport.receive_policy import (
+    Rights,
+    accepts_server_auth,
+    offers_auth,
+    offers_starttls,
+    rights_for,
+)
 from postwerk.transport.service import TransportService
 
 HIGH_WATER = 256 * 1024  # pause reading when this much unparsed input is buffered
@@ -70,6 +79,7 @@ HIGH_WATER = 256 * 1024  # pause reading when this much unparsed input is buffer
 REFUSED_GRACE_SECONDS = 10.0
 REFUSED_MAX_COMMANDS = 5
 NO_CONNECTOR = Reply(554, "5.7.1", "No receive connector accepts your address")
+NEXT_HOP_REQUIRED = Reply(501, "5.5.4", "MAIL FROM needs XPWNEXTHOP on this connector")
 # RFC 3207 §4: until TLS is active, a connector that requires it answers 530 to every other
 # command. BDAT passes so that its chunk is read; without MAIL it fails after the chunk.
 ALLOWED_BEFORE_REQUIRED_TLS = (cmd.Ehlo, cmd.Helo, cmd.StartTls, cmd.Noop, cmd.Quit, cmd.Bdat)
@@ -92,6 +102,15 @@ class ReceiveContext:
     max_recipients_per_message: int = 5000  # organization-wide; the connector's may be lower
     tarpit_override: float | None = None  # tests shorten the AUTH tarpit
     agents: AgentRunner | None = None  # transport agents; None when none are configured
+    # Client Access: relay the front end's transactions to a Mailbox server
+    # (transport/frontend_relay.py); None takes mail into this server's own queue.
+    relay: RelayFactory | None = None
+    # Client Access: Outbound Proxy Frontend (717) sessions of Mailbox servers relayed
+    # to a send connector's next hop (transport/outbound_proxy.py); None: not relayed.
+    outbound_proxy: OutboundProxyFactory | None = None
+    # Organization servers' credentials (directory/server_auth.py): with it, AUTH as a
+    # server works on connectors with the ExchangeServer mechanism (2525, 465, 717).
+    trust: ServerTrust | None = None
     log: structlog.stdlib.BoundLogger = field(
         default_factory=lambda: structlog.get_logger("postwerk.smtp")
     )
@@ -170,7 +189,11 @@ class _Transaction:
     recipients: list[str] = field(default_factory=list)
     accepted_rcpts: int = 0  # RCPTs answered 250, duplicates included: what the limit counts
     rcpt_params: dict[str, dict[str, object]] = field(default_factory=dict)
-    intake: MessageIntake | None = None
+    intake: MessageIntake | RelayedMessage | None = None
+    # RFC 4954 §5: the submitting user this server vouches for (AUTH= when relaying on).
+    submitter: str | None = None
+    relayed: bool = False  # a Mailbox server took MAIL FROM for this transaction
+    relay_failure: Reply | None = None  # ... or could not: the reply for each RCPT
     bdat_started: bool = False
     bdat_failed: Reply | None = None
 
@@ -184,6 +207,7 @@ class SmtpSession:
         peer: tuple[str, int],
         local: tuple[str, int],
         implicit_tls: bool = False,
+        config_port: int = 0,
     ) -> None:
         self.ctx = ctx
         self.channel = channel
@@ -201,6 +225,15 @@ class SmtpSession:
         self.tls_info = ""
         self.user: Recipient | None = None
         self.user_addresses: frozenset[str] = frozenset()
+        self.server_peer: str | None = None  # an organization server's label, after its AUTH
+        self.relay: MailboxRelay | None = None
+        # Outbound Proxy Frontend: MAIL FROM names the next hop (XPWNEXTHOP=).
+        self.proxies_out = False
+        if ctx.relay is not None and ctx.relay.applies(connector, config_port):
+            self.relay = ctx.relay.relay(connector, self.log)
+        elif ctx.outbound_proxy is not None and ctx.outbound_proxy.applies(connector, config_port):
+            self.relay = ctx.outbound_proxy.relay(connector, self.log)
+            self.proxies_out = True
         self.txn: _Transaction | None = None
         self.errors = 0
         self._out: list[bytes] = []
@@ -221,7 +254,7 @@ class SmtpSession:
 
     @property
     def rights(self) -> Rights:
-        return rights_for(self.connector, self.user is not None)
+        return rights_for(self.connector, self.user is not None, self.server_peer is not None)
 
     def _session_view(self) -> SessionView:
         return SessionView(
@@ -265,6 +298,8 @@ class SmtpSession:
                 await self.txn.intake.abort()
             self._flush()
             self.channel.close()
+            if self.relay is not None:
+                await self.relay.close()
             self.log.info("disconnect")
 
     async def _loop(self) -> None:
@@ -394,6 +429,8 @@ class SmtpSession:
     async def _reset(self) -> None:
         if self.txn is not None and self.txn.intake is not None:
             await self.txn.intake.abort()
+        if self.txn is not None and self.relay is not None:
+            await self.relay.reset()
         self.txn = None
         self.conn.smtputf8 = False
 
@@ -422,6 +459,7 @@ class SmtpSession:
                 and offers_starttls(self.connector)
             ),
             auth_mechanisms=auth,
+            private=(NEXT_HOP_PARAM,) if self.proxies_out else (),
         )
 
     async def on_starttls(self) -> Reply | None:
@@ -469,6 +507,7 @@ class SmtpSession:
         self.txn = None
         self.user = None
         self.user_addresses = frozenset()
+        self.server_peer = None
         self.log.info("tls_started", tls=self.tls_info)
         return None
 
@@ -479,7 +518,7 @@ class SmtpSession:
             return replies.AUTH_NOT_ENABLED
         if self.helo is None or not self.esmtp:
             return replies.HELO_FIRST
-        if self.user is not None:
+        if self.user is not None or self.server_peer is not None:
             return replies.ALREADY_AUTHENTICATED
         if self.txn is not None:
             return replies.BAD_SEQUENCE
@@ -538,6 +577,18 @@ class SmtpSession:
             return await self._auth_failed(account, "locked out", count=False)
         if creds.authzid and creds.authzid.lower() != creds.authcid.lower():
             return await self._auth_failed(account, "authzid differs from authcid")
+        trust = self.ctx.trust
+        if (
+            trust is not None
+            and accepts_server_auth(self.connector, self.tls_active)
+            and await trust.is_server(account, creds.password)
+        ):
+            # Exchange's ExchangeServer mechanism: an organization server, with the
+            # rights of the ExchangeServers permission group (transport/receive_policy.py).
+            throttle.record_success(self.peer_ip, account)
+            self.server_peer = account.upper()
+            self.log.info("auth_succeeded", server=self.server_peer)
+            return replies.AUTH_SUCCESSFUL
         user = await self.ctx.directory.authenticate(account, creds.password)
         if user is None:
             return await self._auth_failed(account, "bad credentials")
@@ -588,6 +639,19 @@ class SmtpSession:
         if rights.check_sender and command.address.lower() not in self.user_addresses:
             self.log.info("send_as_denied", sender=command.address)
             return replies.SEND_AS_DENIED
+        if params.next_hop is not None and not (self.proxies_out and self.server_peer):
+            # Only an organization server may choose where the front end relays to.
+            return replies.PARAM_NOT_RECOGNIZED
+        if self.proxies_out and params.next_hop is None:
+            return NEXT_HOP_REQUIRED
+        # RFC 4954 §5: AUTH= is taken only from a trusted peer (an organization server);
+        # a user's own login names the submitter; anyone else's AUTH= is dropped.
+        submitter: str | None = None
+        if self.server_peer is not None:
+            submitter = params.auth if params.auth not in (None, "<>") else None
+        elif self.user is not None:
+            submitter = self.user.primary_address
+        params = replace(params, auth=submitter)
         sender = command.address
         agents = self.ctx.agents
         if agents and agents.has(Event.MAIL_FROM):
@@ -605,7 +669,7 @@ class SmtpSession:
             if outcome.sender is not None:
                 self.log.info("sender_rewritten", sender=sender, to=outcome.sender)
                 sender = outcome.sender
-        self.txn = _Transaction(sender=sender, params=params)
+        self.txn = _Transaction(sender=sender, params=params, submitter=submitter)
         self.conn.smtputf8 = params.smtputf8
         return replies.SENDER_OK
 
@@ -655,6 +719,7 @@ class SmtpSession:
         domain = next(
             (d for d in await self.ctx.lookup.list_domains() if d.name == address.domain), None
         )
+        recipient: Recipient | None = None
         if domain is not None and domain.type == DomainType.AUTHORITATIVE:
             recipient = await self.ctx.lookup.find_recipient(str(address))
             if recipient is None:
@@ -671,9 +736,16 @@ class SmtpSession:
         elif domain is None and not self.rights.relay:
             self.log.info("relay_denied", recipient=str(address))
             return replies.RELAY_DENIED
-        txn.accepted_rcpts += 1
         text = str(address)
-        if text.lower() not in (r.lower() for r in txn.recipients):
+        duplicate = text.lower() in (r.lower() for r in txn.recipients)
+        reply = replies.RECIPIENT_OK
+        if self.relay is not None and not duplicate:
+            # Client Access: the Mailbox server's answer is the one the client gets.
+            reply = await self._relay_rcpt(txn, text, command.params, recipient)
+            if reply.code not in (250, 251):
+                return reply
+        txn.accepted_rcpts += 1
+        if not duplicate:
             txn.recipients.append(text)
             rp: dict[str, object] = {}
             if command.params.notify is not None:
@@ -681,7 +753,26 @@ class SmtpSession:
             if command.params.orcpt is not None:
                 rp["orcpt"] = command.params.orcpt
             txn.rcpt_params[text] = rp
-        return replies.RECIPIENT_OK
+        return reply
+
+    async def _relay_rcpt(
+        self, txn: _Transaction, address: str, params: cmd.RcptParams, recipient: Recipient | None
+    ) -> Reply:
+        relay = self.relay
+        assert relay is not None
+        if txn.relay_failure is not None:
+            return txn.relay_failure
+        if not txn.relayed:
+            # The first accepted recipient picks the Mailbox server: its database's.
+            failure = await relay.begin(
+                txn.sender, txn.params, txn.submitter, recipient.database if recipient else None
+            )
+            if failure is not None:
+                self.log.info("relay_refused", code=failure.code, status=failure.status)
+                txn.relay_failure = failure
+                return failure
+            txn.relayed = True
+        return await relay.rcpt(address, params)
 
     async def _default_domain(self) -> str:
         domains = await self.ctx.lookup.list_domains()
@@ -690,11 +781,11 @@ class SmtpSession:
                 return d.name
         return domains[0].name if domains else self.ctx.hostname
 
-    def _begin_intake(self, txn: _Transaction) -> MessageIntake:
+    def _begin_intake(self, txn: _Transaction) -> MessageIntake | RelayedMessage:
         protocol = "ESMTP" if self.esmtp else "SMTP"
         if self.tls_active:
             protocol += "S"
-        if self.user is not None:
+        if self.user is not None or self.server_peer is not None:
             protocol += "A"  # RFC 3848
         check = self.rights.check_sender
         info = ReceiveInfo(
@@ -706,13 +797,16 @@ class SmtpSession:
             server_hostname=self.ctx.hostname,
             protocol=protocol,
             tls=self.tls_info,
-            auth_user=self.user.primary_address if self.user else None,
-            submission=self.user is not None,
+            auth_user=txn.submitter,
+            submission=txn.submitter is not None,
             allowed_from=self.user_addresses if check else frozenset(),
             max_message_size=self.connector.max_message_size,
             max_header_size=self.connector.max_header_size,
             max_hop_count=self.ctx.max_hop_count,
         )
+        if self.relay is not None:
+            # Only reached with accepted recipients, so a Mailbox server took MAIL FROM.
+            return self.relay.message(info, txn.recipients)
         envelope = Envelope(
             sender=txn.sender,
             recipients=tuple(txn.recipients),
@@ -748,7 +842,12 @@ class SmtpSession:
             self.committing = False
         metrics.SMTP_COMMIT_SECONDS.observe(time.monotonic() - started)
         (metrics.SMTP_ACCEPTED if reply.code == 250 else metrics.SMTP_REJECTED).inc()
-        self.log.info("end_of_data", code=reply.code, queue_id=txn.intake.queue_id)
+        self.log.info(
+            "end_of_data",
+            code=reply.code,
+            queue_id=txn.intake.queue_id,
+            relayed_to=self.relay.server if self.relay is not None else None,
+        )
         return reply
 
     def on_bdat(self, command: cmd.Bdat) -> Reply | None:
@@ -878,7 +977,9 @@ class SmtpListener:
             channel.write(replies.TOO_MANY_CONNECTIONS.to_bytes())
             channel.close()
             return
-        session = SmtpSession(self.ctx, channel, connector, peer, local, self.implicit_tls)
+        session = SmtpSession(
+            self.ctx, channel, connector, peer, local, self.implicit_tls, self.config_port
+        )
         task = asyncio.current_task()
         assert task is not None
         self.live[task] = session

@@ -41,8 +41,9 @@ class Probe:
 
 # The first bytes each service sends, by the reference port it answers on.
 GREETINGS: dict[int, bytes] = {25: b"220", 587: b"220", 143: b"* OK", 993: b"* OK",
-                               110: b"+OK", 995: b"+OK"}  # fmt: skip
-IMPLICIT_TLS = frozenset({993, 995})
+                               110: b"+OK", 995: b"+OK", 2525: b"220", 465: b"220",
+                               1993: b"* OK", 1995: b"+OK", 717: b"220"}  # fmt: skip
+IMPLICIT_TLS = frozenset({993, 995, 1993, 1995})
 
 
 async def probe_flows(flows: Sequence[Flow], host: str, timeout: float = 5.0) -> list[Probe]:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from postwerk.store.records import ReceiveConnector, SendConnector
+from postwerk.store.records import ReceiveConnector, SendConnector, ServerRecord
 
 
 class Direction(StrEnum):
@@ -104,6 +104,10 @@ class Topology:
     pop: AccessService | None = None
     web_services: bool = False  # 443/80: later issues
     bind: str = ""  # server.bind: the address it listens on ("" = all)
+    peers: Sequence[ServerRecord] = ()  # the organization's other servers
+
+    def peers_with(self, role: str) -> list[ServerRecord]:
+        return [p for p in self.peers if role in p.roles and p.name != self.server]
 
     @property
     def all_in_one(self) -> bool:
@@ -201,17 +205,22 @@ def _mail_flows(t: Topology, cas: str, mailbox: str) -> list[Flow]:
                 "send connector",
             )
         )  # fmt: skip
+    direct = [c for c in t.send_connectors if not c.frontend_proxy]
+    proxied = [c for c in t.send_connectors if c.frontend_proxy]
     if "mailbox" in t.roles:
-        direct = [c for c in t.send_connectors if not c.frontend_proxy]
-        proxied = [c for c in t.send_connectors if c.frontend_proxy]
+        note = "" if direct else "no send connector: mail to other domains waits"
+        if not direct and proxied and not t.all_in_one:
+            note = "FrontEndProxyEnabled connectors leave through the Client Access servers"
         rows.append(
             Flow(
                 "Outbound mail", 25, "tcp", "SMTP", mailbox, "Internet (any)",
                 _send_names(direct), Direction.OUTBOUND,
-                State.ENABLED if direct else State.DISABLED,
-                note="" if direct else "no send connector: mail to other domains waits",
+                State.ENABLED if direct else State.DISABLED, note=note,
             )
         )  # fmt: skip
+    if "cas" in t.roles and (t.all_in_one or "mailbox" not in t.roles):
+        # A Client Access server relays the Mailbox servers' sessions on 717 to the
+        # connector's next hop (transport/outbound_proxy.py).
         rows.append(
             Flow(
                 "Outbound mail through the Client Access server", 25, "tcp", "SMTP", cas,
@@ -220,15 +229,22 @@ def _mail_flows(t: Topology, cas: str, mailbox: str) -> list[Flow]:
                 note="send connectors with FrontEndProxyEnabled (`--frontend-proxy`)",
             )
         )  # fmt: skip
-        dns = State.ENABLED if t.send_connectors else State.DISABLED
-        for transport in ("udp", "tcp"):
-            rows.append(
-                Flow(
-                    "DNS for the next hop", 53, transport, "DNS",
-                    f"Internet-facing server {t.server}", "DNS servers", "transport (MX, A/AAAA)",
-                    Direction.OUTBOUND, dns,
-                )
-            )  # fmt: skip
+    # Who resolves next hops: the server that connects to them.
+    if t.all_in_one:
+        resolves = bool(t.send_connectors)
+    elif "mailbox" in t.roles:
+        resolves = bool(direct)
+    else:
+        resolves = bool(proxied)
+    dns = State.ENABLED if resolves else State.DISABLED
+    for transport in ("udp", "tcp"):
+        rows.append(
+            Flow(
+                "DNS for the next hop", 53, transport, "DNS",
+                f"Internet-facing server {t.server}", "DNS servers", "transport (MX, A/AAAA)",
+                Direction.OUTBOUND, dns,
+            )
+        )  # fmt: skip
     return rows
 
 
@@ -239,7 +255,7 @@ def _internal_flows(t: Topology, cas: str, mailbox: str) -> list[Flow]:
     """Between Client Access and Mailbox (never to be filtered, says the
     reference). In one process they are calls, not connections."""
     if not t.all_in_one:
-        return []
+        return _split_flows(t)
     here = State.IN_PROCESS
     note = "in one process: no connection"
     proxied = [c for c in t.send_connectors if c.frontend_proxy]
@@ -262,6 +278,87 @@ def _internal_flows(t: Topology, cas: str, mailbox: str) -> list[Flow]:
              here if t.web_services else State.NOT_AVAILABLE, note=note),
     ]  # fmt: skip
     return rows
+
+
+def _split_flows(t: Topology) -> list[Flow]:
+    """The same flows when Client Access and Mailbox are separate servers: a Mailbox
+    server listens for the CAS servers (and the other Mailbox servers on 2525), a
+    CAS server connects to the Mailbox servers."""
+    rows: list[Flow] = []
+    cas_peers = _names("Client Access", t.peers_with("cas"))
+    mbx_peers = _names("Mailbox", t.peers_with("mailbox"))
+    proxied = any(c.frontend_proxy for c in t.send_connectors)
+    if "mailbox" in t.roles:
+        me = f"Mailbox server {t.server}"
+        senders = _names(
+            "Client Access and Mailbox", [*t.peers_with("cas"), *t.peers_with("mailbox")]
+        )
+        for purpose, key, protocol, source, service in (
+            ("Inbound mail and Mailbox to Mailbox", "hub_smtp", "SMTP", senders,
+             f'receive connector "Default {t.server}"'),
+            ("Submissions from Client Access", "client_proxy", "SMTP", cas_peers,
+             f'receive connector "Client Proxy {t.server}"'),
+            ("IMAP4 proxy from Client Access", "imap_backend", "IMAP4", cas_peers,
+             "IMAP4 back-end service"),
+            ("POP3 proxy from Client Access", "pop3_backend", "POP3", cas_peers,
+             "POP3 back-end service"),
+        ):  # fmt: skip
+            rows.append(
+                Flow(purpose, t.ports[key], "tcp", protocol, source, me, service,
+                     Direction.INTERNAL, State.ENABLED, t.ports[key] + t.port_offset,
+                     "server-authenticated (organization credentials, pinned TLS)")
+            )  # fmt: skip
+        rows.append(
+            Flow("Web services proxy from Client Access", t.ports["http_backend"], "tcp",
+                 "HTTPS", cas_peers, me, "back-end web services", Direction.INTERNAL,
+                 State.NOT_AVAILABLE, note="arrives with the web services")
+        )  # fmt: skip
+        rows.append(
+            Flow("Outbound mail, Mailbox to Client Access", t.ports["outbound_proxy"], "tcp",
+                 "SMTP", me, cas_peers, "receive connector \"Outbound Proxy Frontend\"",
+                 Direction.INTERNAL, State.ENABLED if proxied else State.DISABLED,
+                 note="send connectors with FrontEndProxyEnabled")
+        )  # fmt: skip
+    if "cas" in t.roles:
+        me = f"Client Access server {t.server}"
+        for purpose, key, protocol, service in (
+            ("Inbound mail, Client Access to Mailbox transport", "hub_smtp", "SMTP",
+             'receive connector "Default <server>"'),
+            ("Submissions, Client Access to Mailbox transport", "client_proxy", "SMTP",
+             'receive connector "Client Proxy <server>"'),
+            ("IMAP4 proxy to the back end", "imap_backend", "IMAP4", "IMAP4 back-end service"),
+            ("POP3 proxy to the back end", "pop3_backend", "POP3", "POP3 back-end service"),
+        ):  # fmt: skip
+            rows.append(
+                Flow(purpose, t.ports[key], "tcp", protocol, me, mbx_peers, service,
+                     Direction.INTERNAL, State.ENABLED,
+                     note="server-authenticated (organization credentials, pinned TLS)")
+            )  # fmt: skip
+        rows.append(
+            Flow("Web services proxy to the back end", t.ports["http_backend"], "tcp", "HTTPS",
+                 me, mbx_peers, "back-end web services", Direction.INTERNAL,
+                 State.NOT_AVAILABLE, note="arrives with the web services")
+        )  # fmt: skip
+        # The connector listens whenever it is bound; the flow is on once a send
+        # connector has FrontEndProxyEnabled.
+        front = _connector(t, f"Outbound Proxy Frontend {t.server}")
+        listening = _connector_state(front)
+        state = State.ENABLED if proxied and listening is State.ENABLED else State.DISABLED
+        rows.append(
+            Flow("Outbound mail, Mailbox to Client Access", t.ports["outbound_proxy"], "tcp",
+                 "SMTP", mbx_peers, me,
+                 f'receive connector "Outbound Proxy Frontend {t.server}"',
+                 Direction.INTERNAL, state, _listen_port(t, front, listening),
+                 "server-authenticated; relayed to the send connector's next hop "
+                 "(FrontEndProxyEnabled)")
+        )  # fmt: skip
+    return rows
+
+
+def _names(kind: str, servers: Sequence[ServerRecord]) -> str:
+    if not servers:
+        return f"{kind} servers (none registered)"
+    return f"{kind} servers " + ", ".join(sorted({s.name for s in servers}))
 
 
 # ---------------------------------------------------------------- helpers

@@ -11,14 +11,14 @@ address per message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from postwerk.core.addresses import parse_address
 from postwerk.core.errors import InvalidName
 from postwerk.directory.cache import RecipientLookup
-from postwerk.store.records import DomainType, RecipientKind
-from postwerk.transport.routing import UNREACHABLE, route
+from postwerk.store.records import DomainType, Recipient, RecipientKind
+from postwerk.transport.routing import UNREACHABLE, intra_org_hop, route
 
 MAILBOX_HOP = "mailbox:"  # + mailbox id: delivered by this organization's store driver
 MAX_EXPANSION_DEPTH = 10
@@ -48,6 +48,9 @@ class Categorization:
 class Categorizer:
     directory: RecipientLookup
     server_name: str | None = None  # for connectors restricted to source servers
+    # The label of the Mailbox server serving a mailbox when that is another server
+    # (directory/placement.py), None when this server delivers to it.
+    hosted_elsewhere: Callable[[Recipient], Awaitable[str | None]] | None = None
 
     async def categorize(self, recipients: Sequence[str]) -> Categorization:
         result = Categorization()
@@ -86,11 +89,12 @@ class Categorizer:
         if recipient.kind == RecipientKind.MAILBOX:
             if recipient.primary_address.lower() != address.lower():
                 result.resolved.append((address, recipient.primary_address))
-            self._add(
-                result,
-                seen,
-                Resolved(recipient.primary_address, mailbox_hop(recipient.id), original, group),
-            )
+            hop = mailbox_hop(recipient.id)
+            if self.hosted_elsewhere is not None:
+                server = await self.hosted_elsewhere(recipient)
+                if server is not None:  # Mailbox → Mailbox over SMTP (2525)
+                    hop = intra_org_hop(server)
+            self._add(result, seen, Resolved(recipient.primary_address, hop, original, group))
             return
         key = recipient.primary_address.lower()
         if key in groups_open or depth >= MAX_EXPANSION_DEPTH:

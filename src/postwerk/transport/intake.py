@@ -13,8 +13,10 @@ header of a submission (Exchange's 5.7.60 send-as check).
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Sequence
 from dataclasses import replace
 from email.header import decode_header, make_header
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING
@@ -50,6 +52,37 @@ def decode_text(value: str | None) -> str:
     except Exception:  # malformed encoded words: show the raw value
         text = value
     return " ".join(text.split())
+
+
+def header_rejection(headers: Message, info: ReceiveInfo) -> Reply | None:
+    """The checks at end of headers that refuse a message: hop count (RFC 5321 §6.3)
+    and the From of a submission (Exchange's 5.7.60 send-as check). Shared with the
+    front end's relay (transport/frontend_relay.py), which applies them before a
+    byte reaches the Mailbox server."""
+    received = headers.get_all("Received") or []
+    if len(received) >= info.max_hop_count:
+        return replies.TOO_MANY_HOPS
+    if info.allowed_from:
+        from_values = headers.get_all("From") or []
+        addresses = [a.lower() for _, a in email.utils.getaddresses(from_values) if a]
+        if not addresses or any(a not in info.allowed_from for a in addresses):
+            return replies.SEND_AS_DENIED
+    return None
+
+
+def received_header(info: ReceiveInfo, trace_id: str, recipients: Sequence[str]) -> str:
+    """Our Received header (RFC 5321 §4.4) for a message received in session `info`."""
+    helo = info.client_helo or "unknown"
+    clauses = [
+        f"from {helo} ([{info.client_ip}])",
+        f"by {info.server_hostname} (postwerk)",
+        f"with {info.protocol}" + (f" ({info.tls})" if info.tls else ""),
+        f"id {trace_id}",
+    ]
+    if len(recipients) == 1:
+        clauses.append(f"for <{recipients[0]}>")
+    date = email.utils.formatdate(localtime=True)
+    return "Received: " + "\r\n\t".join(clauses) + f";\r\n\t{date}\r\n"
 
 
 class MessageIntake:
@@ -120,19 +153,13 @@ class MessageIntake:
         self._headers_done = True
         self._header_buf = bytearray()
         headers = BytesHeaderParser(policy=compat32).parsebytes(header_block)
-        received = headers.get_all("Received") or []
-        if len(received) >= self._info.max_hop_count:
-            self._rejection = replies.TOO_MANY_HOPS
+        rejection = header_rejection(headers, self._info)
+        if rejection is not None:
+            self._rejection = rejection
             return
         self.internet_message_id = (headers.get("Message-ID") or "").strip()
         self.subject = decode_text(headers.get("Subject"))
-        if self._info.allowed_from:
-            from_values = headers.get_all("From") or []
-            addresses = [a.lower() for _, a in email.utils.getaddresses(from_values) if a]
-            if not addresses or any(a not in self._info.allowed_from for a in addresses):
-                self._rejection = replies.SEND_AS_DENIED
-                return
-        prefix = [self._received_header()]
+        prefix = [received_header(self._info, self.queue_id, self._envelope.recipients)]
         if self._info.submission:
             if not self.internet_message_id:
                 self.internet_message_id = f"<{self.queue_id}@{self._info.server_hostname}>"
@@ -187,20 +214,6 @@ class MessageIntake:
             else:
                 self._copy += data
         await self._writer.write(data)
-
-    def _received_header(self) -> str:
-        info = self._info
-        helo = info.client_helo or "unknown"
-        clauses = [
-            f"from {helo} ([{info.client_ip}])",
-            f"by {info.server_hostname} (postwerk)",
-            f"with {info.protocol}" + (f" ({info.tls})" if info.tls else ""),
-            f"id {self.queue_id}",
-        ]
-        if len(self._envelope.recipients) == 1:
-            clauses.append(f"for <{self._envelope.recipients[0]}>")
-        date = email.utils.formatdate(localtime=True)
-        return "Received: " + "\r\n\t".join(clauses) + f";\r\n\t{date}\r\n"
 
     async def finish(self) -> Reply:
         """Commit the message; the reply to send for end of data."""

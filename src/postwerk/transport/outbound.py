@@ -7,6 +7,12 @@ connections), and for each message:
 
 1. finds its send connector (gone: the transport's reroute pass moves its mail);
 2. resolves the destination: smart hosts by name, or the domain's MX (`dns.py`);
+   for a connector with FrontEndProxyEnabled on a Mailbox server without the
+   Client Access role, the destination is instead a running Client Access
+   server's Outbound Proxy Frontend (717; `outbound_proxy`, built by the
+   composition root from transport/outbound_proxy.py), which relays the
+   transaction to the connector's next hop during the session, so the replies
+   recorded below are the real destination's;
 3. sends it with `smtp_client.py`;
 4. commits the outcome per recipient in one transaction (`TransportCommit`):
    delivered → SEND event; permanent failure → FAILED, FAIL event, NDR;
@@ -58,7 +64,12 @@ from postwerk.transport.dsn import (
 )
 from postwerk.transport.intake import decode_text
 from postwerk.transport.retry import FailureKind, RetryPolicy
-from postwerk.transport.routing import SMTP_HOP, parse_smart_host, parse_smtp_hop
+from postwerk.transport.routing import (
+    INTRA_ORG_HOP,
+    SMTP_HOP,
+    parse_smart_host,
+    parse_smtp_hop,
+)
 from postwerk.transport.smtp_client import (
     Destination,
     OutboundClient,
@@ -207,6 +218,13 @@ class OutboundDelivery:
     batch: int = 500
     ssl_context: ssl.SSLContext | None = None  # trust store for verified connectors
     partition: tuple[int, int] | None = None  # (k, n): this process's share of the queue
+    # Where another server of the organization takes mail (Mailbox → Mailbox), or None
+    # when it cannot be reached now (roles/all_in_one.py builds it from the directory).
+    intra_org: Callable[[str], Awaitable[Destination | DnsFailure | None]] | None = None
+    # FrontEndProxyEnabled connectors' next hop (its "smtp:…" text) → the Client Access
+    # servers to send through, in the order to try, or why none can be used now; None
+    # sends such connectors' mail directly (this server is a Client Access server too).
+    outbound_proxy: Callable[[str], Awaitable[Sequence[Destination] | DnsFailure]] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("postwerk.outbound"))
 
     def __post_init__(self) -> None:
@@ -385,17 +403,30 @@ class OutboundDelivery:
         ]
         if not rows:
             return
+        now = time.time()
+        log = self.log.bind(queue_id=message.id, next_hop=hop)
+        if hop.startswith(INTRA_ORG_HOP):
+            # Mailbox → Mailbox: the server hosting the recipients' database, on its
+            # "Default <server>" connector, as an organization server.
+            server = hop[len(INTRA_ORG_HOP) :]
+            found = await self.intra_org(server) if self.intra_org else None
+            if found is None:
+                found = DnsFailure(False, "4.4.0", f"server {server} is not reachable")
+            await self._send(hop, job, rows, found, "", log)
+            return
         name, domain = parse_smtp_hop(hop)
         connectors = {c.name: c for c in await self.directory.list_send_connectors()}
         connector = connectors.get(name)
         if connector is None or not connector.enabled:
             return  # routing changed; the transport's reroute pass moves these rows
         # FrontEndProxyEnabled: the message leaves through a Client Access server's
-        # Outbound Proxy Frontend connector. In one process that server is this one, so
-        # the path is the same engine; tracking names the hop (M4 relays across machines).
-        via = f"Outbound Proxy Frontend {self.server_hostname}" if connector.frontend_proxy else ""
-        now = time.time()
-        log = self.log.bind(queue_id=message.id, next_hop=hop)
+        # Outbound Proxy Frontend connector. On a server that is Client Access too that
+        # server is this one, so the path is the same engine; tracking names the hop.
+        proxied = connector.frontend_proxy and self.outbound_proxy is not None
+        via = ""
+        if connector.frontend_proxy:
+            # Completed with the Client Access server's name once one took the session.
+            via = "Outbound Proxy Frontend" + ("" if proxied else f" {self.server_hostname}")
         if message.size > connector.max_message_size:
             outcomes = [
                 self._failed(r, "5.3.4", f"552 5.3.4 message size exceeds {name}'s limit", now)
@@ -403,7 +434,29 @@ class OutboundDelivery:
             ]
             await self._finish(message, outcomes, None, now, everyone=current, via=via)
             return
-        destination = await self._destination(connector, domain, hop)
+        if proxied:
+            assert self.outbound_proxy is not None
+            # Through a Client Access server: while none can be used, the mail waits
+            # in this queue (as Exchange's does); it never goes out directly instead.
+            through = await self.outbound_proxy(hop)
+            await self._send(hop, job, rows, through, via, log)
+            return
+        destination = await self.destination(connector, domain, hop)
+        await self._send(hop, job, rows, destination, via, log)
+
+    async def _send(
+        self,
+        hop: str,
+        job: _Job,
+        rows: list[QueuedRecipient],
+        destination: Destination | Sequence[Destination] | DnsFailure,
+        via: str,
+        log: Any,
+    ) -> None:
+        """Send to `destination`; several (Client Access servers) are tried in turn
+        until one takes a session (`via` is then completed with its name)."""
+        message, current = job.message, job.current
+        now = time.time()
         if isinstance(destination, DnsFailure):
             reply = f"{'550' if destination.permanent else '451'} {destination.status} "
             reply += destination.reason
@@ -425,7 +478,9 @@ class OutboundDelivery:
             needs_smtputf8=bool(message.params.get("smtputf8")),
             eight_bit=str(message.params.get("body", "")).upper() == "8BITMIME",
         )
-        result = await self.client.send(destination, outbound)
+        result = await self._send_first(destination, outbound)
+        if not isinstance(destination, Destination) and result.remote_host:
+            via += f" {result.remote_host}"  # the Client Access server that relayed it
         by_address = {res.address: res for res in result.recipients}
         outcomes = []
         for r in rows:
@@ -456,9 +511,29 @@ class OutboundDelivery:
         )
         await self._finish(message, outcomes, result, now, data, everyone=current, via=via)
 
-    async def _destination(
+    async def _send_first(
+        self, destination: Destination | Sequence[Destination], outbound: OutboundMessage
+    ) -> SendResult:
+        """The result of the first destination that took a session (nothing can have
+        been sent to one that did not); when none did, every one's error."""
+        if isinstance(destination, Destination):
+            return await self.client.send(destination, outbound)
+        errors: list[str] = []
+        result: SendResult | None = None
+        for one in destination:
+            result = await self.client.send(one, outbound)
+            if result.remote_host is not None:
+                return result
+            errors.append(result.connection_error or "no session")
+        assert result is not None, "no destination to send to"
+        return replace(result, connection_error="; ".join(errors))
+
+    async def destination(
         self, connector: SendConnector, domain: str | None, hop: str
     ) -> Destination | DnsFailure:
+        """Where `connector` sends mail for `domain` (None for smart hosts): its smart
+        hosts, else the domain's MX hosts, with its TLS policy and smart-host AUTH.
+        Also what a Client Access server's Outbound Proxy Frontend relays to."""
         hosts: list[tuple[str, str]] = []
         port = connector.port
         if connector.smart_hosts:

@@ -32,6 +32,15 @@ from postwerk.store.records import (
 )
 
 SMTP_HOP = "smtp:"
+# The implicit intra-organization connector to another server of the organization
+# (a Mailbox server hosting the recipient's database): "smtp:#MBX2".
+INTRA_ORG_HOP = SMTP_HOP + "#"
+
+
+def intra_org_hop(server: str) -> str:
+    return f"{INTRA_ORG_HOP}{server}"
+
+
 UNREACHABLE = "Unreachable"  # the next hop of recipients no send connector routes
 
 

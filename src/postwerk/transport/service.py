@@ -61,7 +61,7 @@ from postwerk.transport.envelope import Envelope, ReceiveInfo
 from postwerk.transport.intake import MessageIntake
 from postwerk.transport.outbound import dsn_headers, make_dsns, wants_dsn
 from postwerk.transport.quota import DELIVERY_REFUSED, QuotaLedger
-from postwerk.transport.routing import SMTP_HOP, UNREACHABLE, reroute_row
+from postwerk.transport.routing import INTRA_ORG_HOP, SMTP_HOP, UNREACHABLE, reroute_row
 
 GLITCH_RETRY_SECONDS = 60.0  # Exchange: 4 glitch retries, 1 minute apart
 GLITCH_RETRIES = 4
@@ -563,8 +563,8 @@ class TransportService:
         for message, rows in await self.queue.in_status(MOVABLE):
             moved: list[QueuedRecipient] = []
             for r in rows:
-                if r.next_hop.startswith(MAILBOX_HOP):
-                    continue
+                if r.next_hop.startswith((MAILBOX_HOP, INTRA_ORG_HOP)):
+                    continue  # not routed by send connectors
                 if (r.message_id, r.address) in self._in_flight:
                     continue  # being delivered right now; the next pass sees its outcome
                 routed = reroute_row(r, connectors, self.categorizer.server_name, now)

@@ -17,6 +17,18 @@ API
 - `OutboundClient.send(dest, msg) -> SendResult`: never raises for anything the
   network or the peer does; every recipient gets a `RecipientResult`.
   `OutboundClient.close()` says QUIT on the idle connections.
+- `Wire`: one connection as whole replies (`command`, `reply`, `send`), raising
+  `ConnectionLost`; also driven by the front end's relay to the Mailbox servers
+  (transport/frontend_relay.py), which needs a session held open across commands.
+- `OutboundClient.open_session(dest, name, address) -> OpenSession`: one host's
+  session set up exactly as `send` would (greeting, EHLO, STARTTLS by the policy,
+  AUTH), handed to a caller that drives the transaction itself (the Client Access
+  server's Outbound Proxy Frontend, transport/outbound_proxy.py); not pooled.
+  Raises `HostUnusable` with the reply `send` would have recorded.
+- `Destination.proxy_hop`: the peer is a Client Access server's Outbound Proxy
+  Frontend (717); MAIL FROM carries `XPWNEXTHOP=<next hop>` and a peer that does
+  not advertise XPWNEXTHOP is an unusable host (4.7.0), never a place to leave
+  the message.
 
 Behaviour, and the choices made where the RFCs leave room
 ----------------------------------------------------------
@@ -92,6 +104,7 @@ from enum import StrEnum
 
 import structlog
 
+from postwerk.directory.server_auth import pinned
 from postwerk.protocols.smtp.client import (
     Extensions,
     ReplyError,
@@ -105,12 +118,16 @@ from postwerk.protocols.smtp.client import (
 from postwerk.protocols.smtp.xtext import xtext_encode
 
 __all__ = [
+    "ConnectionLost",
     "Destination",
+    "HostUnusable",
+    "OpenSession",
     "OutboundClient",
     "OutboundMessage",
     "RecipientResult",
     "SendResult",
     "TlsPolicy",
+    "Wire",
 ]
 
 log = structlog.get_logger("postwerk.transport.smtp_client")
@@ -144,6 +161,12 @@ class Destination:
     command_timeout: float = 300.0
     data_timeout: float = 600.0
     next_hop: str | None = None  # key of the concurrency limit; default: hosts and port
+    # Another server of the organization: the SHA-256 of the certificate the directory
+    # registered for it, checked after the handshake (directory/server_auth.py).
+    pin_sha256: str = ""
+    # A Client Access server's Outbound Proxy Frontend relays the transaction to this
+    # next hop ("smtp:<connector>[:<domain>]"), named in MAIL FROM's XPWNEXTHOP=.
+    proxy_hop: str | None = None
 
     def __post_init__(self) -> None:
         hosts = tuple((str(name), str(address)) for name, address in self.hosts)
@@ -272,11 +295,32 @@ class _TlsFallback(Exception):
     """The STARTTLS handshake failed under OPPORTUNISTIC: retry the host in plaintext."""
 
 
-class _Lost(Exception):
+class ConnectionLost(Exception):
     """The connection closed (or failed) before the reply we waited for."""
 
 
-class _Wire:
+class HostUnusable(Exception):
+    """`open_session`: no session with this host; `code`, `status` and `text` are the
+    reply (transient: a 4xx) that `send` would have given its recipients."""
+
+    def __init__(self, code: int, status: str, text: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.status = status
+        self.text = text
+        self.detail = detail
+
+
+@dataclass(frozen=True, eq=False)
+class OpenSession:
+    """A session `open_session` set up: greeted, TLS and AUTH done as asked."""
+
+    wire: Wire
+    extensions: Extensions  # from the last EHLO (after STARTTLS when TLS is up)
+    tls: str | None  # "version=... cipher=... bits=...", None for plaintext
+
+
+class Wire:
     """One TCP connection, plaintext or TLS: write bytes, read whole replies."""
 
     __slots__ = ("reader", "replies", "writer")
@@ -291,7 +335,7 @@ class _Wire:
         return not self.writer.is_closing() and not self.reader.at_eof()
 
     async def reply(self, timeout: float) -> ServerReply:
-        """The next reply; raises _Lost, TimeoutError or ReplyError."""
+        """The next reply; raises ConnectionLost, TimeoutError or ReplyError."""
         reply = self.replies.next_reply()
         if reply is not None:
             return reply
@@ -300,9 +344,9 @@ class _Wire:
                 try:
                     data = await self.reader.read(_READ_SIZE)
                 except OSError as exc:  # reset, or a TLS alert after the handshake
-                    raise _Lost(str(exc)) from exc
+                    raise ConnectionLost(str(exc)) from exc
                 if not data:
-                    raise _Lost("connection closed")
+                    raise ConnectionLost("connection closed")
                 self.replies.feed(data)
                 reply = self.replies.next_reply()
                 if reply is not None:
@@ -313,7 +357,7 @@ class _Wire:
         try:
             await self.writer.drain()  # returns at once below the transport's high-water mark
         except OSError as exc:
-            raise _Lost(str(exc)) from exc
+            raise ConnectionLost(str(exc)) from exc
 
     async def command(self, line: bytes, timeout: float) -> ServerReply:
         async with asyncio.timeout(timeout):
@@ -335,11 +379,12 @@ class _PoolKey:
     auth_user: str | None
     auth_hash: int  # a changed password must not reuse a session authenticated with the old one
     helo_name: str
+    proxy: bool = False  # to an Outbound Proxy Frontend (XPWNEXTHOP checked at EHLO)
 
 
 @dataclass(eq=False)
 class _Session:
-    wire: _Wire
+    wire: Wire
     key: _PoolKey
     extensions: Extensions
     tls: str | None
@@ -444,6 +489,18 @@ class OutboundClient:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
+    async def open_session(self, dest: Destination, name: str, address: str) -> OpenSession:
+        """A session with one host of `dest`, set up as `send` would, for a caller that
+        drives the transaction itself; never pooled. Raises HostUnusable."""
+        if self._closed:
+            raise RuntimeError("OutboundClient is closed")
+        try:
+            session = await self._open(dest, self._key(dest, name, address))
+        except _HostFailure as failure:
+            reply = failure.reply
+            raise HostUnusable(reply.code, reply.status, reply.text, failure.detail) from None
+        return OpenSession(session.wire, session.extensions, session.tls)
+
     def idle_connections(self) -> int:
         """How many connections wait for reuse (tests and the queue viewer)."""
         return sum(len(s) for s in self._idle.values())
@@ -493,6 +550,7 @@ class OutboundClient:
             auth_user=dest.auth[0] if dest.auth else None,
             auth_hash=hash(dest.auth) if dest.auth else 0,
             helo_name=dest.helo_name,
+            proxy=dest.proxy_hop is not None,
         )
 
     # -- opening a session ----------------------------------------------------
@@ -508,13 +566,13 @@ class OutboundClient:
 
     async def _connect(self, dest: Destination, key: _PoolKey, policy: TlsPolicy) -> _Session:
         label = f"{key.name}[{key.address}]"
-        wire: _Wire | None = None
+        wire: Wire | None = None
         try:
             async with asyncio.timeout(dest.connect_timeout):
                 reader, writer = await asyncio.open_connection(
                     key.address, dest.port, limit=_READ_SIZE
                 )
-                wire = _Wire(reader, writer)
+                wire = Wire(reader, writer)
                 greeting = await wire.reply(dest.connect_timeout)
         except TimeoutError as exc:
             if wire is not None:
@@ -523,7 +581,7 @@ class OutboundClient:
                 _local(451, "4.4.1", f"connection to {label} timed out"),
                 f"connect to {label}:{dest.port}: timed out",
             ) from exc
-        except (OSError, _Lost) as exc:
+        except (OSError, ConnectionLost) as exc:
             if wire is not None:
                 wire.close()
             raise _HostFailure(
@@ -546,7 +604,7 @@ class OutboundClient:
             raise
 
     async def _handshake(
-        self, dest: Destination, key: _PoolKey, policy: TlsPolicy, wire: _Wire, label: str
+        self, dest: Destination, key: _PoolKey, policy: TlsPolicy, wire: Wire, label: str
     ) -> _Session:
         stage = "performing the EHLO handshake"
         try:
@@ -568,10 +626,15 @@ class OutboundClient:
                     await self._quit_quietly(wire)
                     text = f"TLS is required, but was not offered by host {label}"
                     raise _HostFailure(_local(451, "4.7.4", text), text)
+            if dest.proxy_hop is not None and "XPWNEXTHOP" not in extensions:
+                # Not an Outbound Proxy Frontend: it would take the message for itself.
+                await self._quit_quietly(wire)
+                text = f"host {label} does not offer the outbound proxy (XPWNEXTHOP)"
+                raise _HostFailure(_local(451, "4.7.0", text), text)
             if dest.auth is not None:
                 stage = "authenticating"
                 await self._authenticate(wire, dest, extensions, tls is not None, label)
-        except _Lost as exc:
+        except ConnectionLost as exc:
             text = f"lost connection with {label} while {stage}"
             raise _HostFailure(_local(451, "4.4.2", text), text) from exc
         except TimeoutError as exc:
@@ -588,7 +651,7 @@ class OutboundClient:
             tls_verified=verified and tls is not None,
         )
 
-    async def _hello(self, wire: _Wire, dest: Destination, label: str) -> Extensions:
+    async def _hello(self, wire: Wire, dest: Destination, label: str) -> Extensions:
         helo = dest.helo_name.encode("ascii", "replace")
         reply = await wire.command(b"EHLO " + helo + b"\r\n", dest.command_timeout)
         if reply.code == 250:
@@ -625,7 +688,7 @@ class OutboundClient:
 
     async def _starttls(
         self,
-        wire: _Wire,
+        wire: Wire,
         dest: Destination,
         context: ssl.SSLContext,
         name: str,
@@ -663,10 +726,16 @@ class OutboundClient:
                 text = f"TLS handshake with {label} failed: {detail}"
                 raise _HostFailure(_local(451, "4.7.5", text), text) from exc
             raise _TlsFallback(f"TLS handshake failed: {detail}") from exc
+        if dest.pin_sha256 and not pinned(
+            wire.writer.get_extra_info("ssl_object"), dest.pin_sha256
+        ):
+            wire.close()
+            text = f"host {label} did not present the certificate registered for it"
+            raise _HostFailure(_local(451, "4.7.5", text), text)
         return True
 
     async def _authenticate(
-        self, wire: _Wire, dest: Destination, extensions: Extensions, over_tls: bool, label: str
+        self, wire: Wire, dest: Destination, extensions: Extensions, over_tls: bool, label: str
     ) -> None:
         assert dest.auth is not None
         user, password = dest.auth
@@ -767,7 +836,9 @@ class OutboundClient:
         dsn = "DSN" in ext
         session.messages += 1
         tx = Transaction(
-            mail=mail_command(msg.sender, self._mail_params(ext, msg, utf8, dsn), utf8=utf8),
+            mail=mail_command(
+                msg.sender, self._mail_params(ext, msg, utf8, dsn, dest.proxy_hop), utf8=utf8
+            ),
             rcpts=[
                 rcpt_command(address, self._rcpt_params(params, dsn), utf8=utf8)
                 for address, params in msg.recipients
@@ -806,7 +877,7 @@ class OutboundClient:
                     what = "RCPT TO" if step is Step.RCPT else "DATA"
                     return finish(f"host {label} said: {said.line} (in reply to {what})")
                 out = tx.on_reply(reply)
-        except (_Lost, TimeoutError, ReplyError) as exc:
+        except (ConnectionLost, TimeoutError, ReplyError) as exc:
             lost = self._lost(exc, label, _STAGE[step])
             if step is Step.MAIL:
                 # Nothing can have been accepted before the reply to MAIL.
@@ -827,12 +898,14 @@ class OutboundClient:
         """The synthesized reply for a session that broke: no reply, or no usable one."""
         if isinstance(exc, TimeoutError):
             return _local(451, "4.4.2", f"conversation with {label} timed out while {stage}")
-        if isinstance(exc, _Lost):
+        if isinstance(exc, ConnectionLost):
             return _local(451, "4.4.2", f"lost connection with {label} while {stage}")
         return _local(451, "4.5.0", f"protocol error with {label} while {stage}: {exc}")
 
     @staticmethod
-    def _mail_params(ext: Extensions, msg: OutboundMessage, utf8: bool, dsn: bool) -> list[str]:
+    def _mail_params(
+        ext: Extensions, msg: OutboundMessage, utf8: bool, dsn: bool, proxy_hop: str | None = None
+    ) -> list[str]:
         params: list[str] = []
         if "SIZE" in ext:
             params.append(f"SIZE={len(msg.data)}")
@@ -847,6 +920,8 @@ class OutboundClient:
                     params.append(f"RET={value.upper()}")
                 elif upper == "ENVID":
                     params.append(f"ENVID={xtext_encode(value)}")
+        if proxy_hop is not None:
+            params.append(f"XPWNEXTHOP={xtext_encode(proxy_hop)}")
         return params
 
     @staticmethod
@@ -920,7 +995,7 @@ class OutboundClient:
         if not clean:
             try:
                 reply = await wire.command(b"RSET\r\n", _QUIT_TIMEOUT)
-            except (_Lost, TimeoutError, ReplyError):
+            except (ConnectionLost, TimeoutError, ReplyError):
                 wire.close()
                 return
             if reply.code != 250:
@@ -953,11 +1028,11 @@ class OutboundClient:
         task.add_done_callback(self._retiring.discard)
 
     @staticmethod
-    async def _quit_quietly(wire: _Wire) -> None:
+    async def _quit_quietly(wire: Wire) -> None:
         try:
             if wire.connected:
                 await wire.command(b"QUIT\r\n", _QUIT_TIMEOUT)
-        except (_Lost, TimeoutError, ReplyError, OSError):
+        except (ConnectionLost, TimeoutError, ReplyError, OSError):
             pass
         finally:
             wire.close()

@@ -9,6 +9,8 @@ tables and fuzzing:
 - `ServerReply`: one reply, with the enhanced status code split off (RFC 2034,
   RFC 3463) or synthesized.
 - `Extensions`: the EHLO reply as keywords and parameters.
+- `DotStuffer`: `dot_stuff` for a body that arrives in pieces (a relay that
+  forwards a message as it is received).
 - `Transaction`: one mail transaction planned for a peer's extensions: the
   commands to write (all at once under PIPELINING, RFC 2920; one at a time
   otherwise), the body framed as dot-stuffed DATA or as BDAT (CHUNKING, RFC 3030),
@@ -30,6 +32,7 @@ from enum import Enum
 
 __all__ = [
     "BDAT_CHUNK",
+    "DotStuffer",
     "Extensions",
     "ReplyError",
     "ReplyReader",
@@ -204,6 +207,36 @@ def dot_stuff(data: bytes) -> bytes:
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
+
+
+class DotStuffer:
+    """`dot_stuff` for a body fed in pieces split anywhere (even inside a CRLF):
+    `feed` each piece, then `end()` for the terminator. The concatenated output
+    equals `dot_stuff` of the concatenated input."""
+
+    def __init__(self) -> None:
+        self._tail = b"\r\n"  # the start of the body counts as the start of a line
+        self._empty = True
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        out = data.replace(b"\r\n.", b"\r\n..")
+        # RFC 5321 §4.5.2: a line starting with "." gets another; the piece boundary
+        # may fall after the CRLF or between its CR and LF.
+        if self._tail.endswith(b"\r\n") and data.startswith(b"."):
+            out = b"." + out
+        elif self._tail.endswith(b"\r") and data.startswith(b"\n."):
+            out = b"\n." + out[1:]
+        self._tail = (self._tail + data)[-2:]
+        self._empty = False
+        return out
+
+    def end(self) -> bytes:
+        """The end of data: a CRLF if the body lacks its last one, then `.` CRLF."""
+        if self._empty or self._tail == b"\r\n":
+            return b".\r\n"
+        return b"\r\n.\r\n"
 
 
 class Step(Enum):

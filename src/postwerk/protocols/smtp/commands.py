@@ -26,6 +26,11 @@ class MailParams:
     ret: str | None = None  # RFC 3461 §4.3: "FULL" or "HDRS"
     envid: str | None = None  # RFC 3461 §4.4, xtext-decoded
     auth: str | None = None  # RFC 4954 §5, xtext-decoded; "<>" when the submitter is unknown
+    # XPWNEXTHOP= (a private extension, RFC 5321 §4.1.5), xtext-decoded: the next hop
+    # ("smtp:<send connector>[:<domain>]") a Mailbox server asks a Client Access
+    # server's Outbound Proxy Frontend to relay the transaction to
+    # (transport/outbound_proxy.py). Honoured only from an organization server there.
+    next_hop: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,11 +32,14 @@ def ehlo_lines(
     enhanced: bool = True,
     eightbit: bool = True,
     binarymime: bool = False,
+    private: Sequence[str] = (),
 ) -> Reply:
     """The 250 reply to EHLO; serialise it with `to_bytes()` as usual.
 
     `size=None` omits SIZE; `size=0` advertises "no fixed maximum" (RFC 1870 §4).
-    Raises ValueError for settings that cannot be advertised together.
+    `private`: "X" keywords (RFC 5321 §4.1.5), last, e.g. XPWNEXTHOP on the Outbound
+    Proxy Frontend connector. Raises ValueError for settings that cannot be advertised
+    together.
     """
     _check_text("hostname", hostname)
     _check_text("greeting_name", greeting_name)
@@ -44,6 +47,9 @@ def ehlo_lines(
         raise ValueError("BINARYMIME requires CHUNKING (RFC 3030 §3)")
     if size is not None and size < 0:
         raise ValueError("size must not be negative")
+    for keyword in private:
+        if not (keyword.startswith("X") and keyword.isascii() and keyword.isalnum()):
+            raise ValueError(f"invalid private extension keyword {keyword!r}")
     for mechanism in auth_mechanisms:
         if not mechanism or not all(c.isascii() and (c.isalnum() or c in "-_") for c in mechanism):
             raise ValueError(f"invalid SASL mechanism name {mechanism!r}")
@@ -68,5 +74,6 @@ def ehlo_lines(
         lines.append("CHUNKING")  # RFC 3030 §2
     if smtputf8:
         lines.append("SMTPUTF8")  # RFC 6531
+    lines.extend(private)
     # RFC 2034 §4: enhanced status codes are not used on the EHLO reply.
     return Reply(250, None, "\n".join(lines))

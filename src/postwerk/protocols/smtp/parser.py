@@ -5,7 +5,8 @@ input yields either a `Command` or a `Reply` the service can send as is.
 
 Standards: RFC 5321 §4.1.1-§4.1.4 (commands, paths), RFC 1870 (SIZE),
 RFC 6152 / RFC 3030 (BODY, BDAT), RFC 3461 (DSN parameters), RFC 4954 (AUTH),
-RFC 6531 (SMTPUTF8).
+RFC 6531 (SMTPUTF8); XPWNEXTHOP, postwerk's own MAIL parameter between its servers
+(transport/outbound_proxy.py).
 
 Policy (what the parser decides and what it leaves to the service):
 - Syntax only. Whether an extension is enabled, whether a sender may use an
@@ -262,13 +263,14 @@ def _mail_params(raw: dict[str, str | None]) -> MailParams | Reply:
     ret: str | None = None
     envid: str | None = None
     auth: str | None = None
+    next_hop: str | None = None
     for key, value in raw.items():
         if key == "SMTPUTF8":
             if value is not None:
                 return _BAD_PARAM_VALUE
             smtputf8 = True
             continue
-        if key not in ("SIZE", "BODY", "RET", "ENVID", "AUTH"):
+        if key not in ("SIZE", "BODY", "RET", "ENVID", "AUTH", "XPWNEXTHOP"):
             return replies.PARAM_NOT_RECOGNIZED
         if value is None:
             return _BAD_PARAM_VALUE
@@ -291,12 +293,21 @@ def _mail_params(raw: dict[str, str | None]) -> MailParams | Reply:
                 envid = xtext_decode(value)
             except ValueError:
                 return _BAD_PARAM_VALUE
+        elif key == "XPWNEXTHOP":  # private (RFC 5321 §4.1.5); the session decides
+            try:
+                next_hop = xtext_decode(value)
+            except ValueError:
+                return _BAD_PARAM_VALUE
+            if not next_hop or not next_hop.isprintable():
+                return _BAD_PARAM_VALUE
         else:  # AUTH, RFC 4954 §5
             try:
                 auth = xtext_decode(value)
             except ValueError:
                 return _BAD_PARAM_VALUE
-    return MailParams(size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth)
+    return MailParams(
+        size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth, next_hop=next_hop
+    )
 
 
 def _rcpt_params(raw: dict[str, str | None]) -> RcptParams | Reply:

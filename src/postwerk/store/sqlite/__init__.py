@@ -53,8 +53,9 @@ class SqliteBackend:
         await self.db.close()
 
 
-async def open_sqlite(path: Path | str) -> SqliteBackend:
-    """Open a migrated database; raise SchemaOutOfDate instead of migrating it."""
+async def open_sqlite(path: Path | str, server: str = "") -> SqliteBackend:
+    """Open a migrated database; raise SchemaOutOfDate instead of migrating it.
+    `server`: whose queue to work, where several servers share the database."""
     db = await Database.open(path)
     try:
         current = await db.read(current_revision)
@@ -67,7 +68,7 @@ async def open_sqlite(path: Path | str) -> SqliteBackend:
     except BaseException:
         await db.close()
         raise
-    mailstore, queue, tracking = SqliteMailStore(db), SqliteQueue(db), SqliteTrackingLog(db)
+    mailstore, queue, tracking = SqliteMailStore(db), SqliteQueue(db, server), SqliteTrackingLog(db)
     return SqliteBackend(
         db=db,
         directory=SqliteDirectory(db),

@@ -95,10 +95,16 @@ _INSERT_RECIPIENT = insert(queue_recipient)
 
 
 class SqliteQueue:
-    """QueueStore over a `Database`."""
+    """QueueStore over a `Database`.
 
-    def __init__(self, db: Database) -> None:
+    `server`: the queue of that server. Servers sharing one database (PostgreSQL)
+    each see and work only the rows they enqueued, as each Exchange server has its
+    own queues; "" where one server has the database to itself.
+    """
+
+    def __init__(self, db: Database, server: str = "") -> None:
         self._db = db
+        self.server = server
 
     async def enqueue(self, message: QueuedMessage, recipients: Sequence[QueuedRecipient]) -> None:
         await self._db.write(self.enqueue_job(message, recipients))
@@ -149,6 +155,7 @@ class SqliteQueue:
                             "attempts": r.attempts,
                             "last_error": r.last_error,
                             "next_attempt": r.next_attempt,
+                            "server": self.server,
                         }
                         for n, r in enumerate(rcpts)
                     ],
@@ -209,6 +216,7 @@ class SqliteQueue:
             conditions = [
                 queue_recipient.c.status == RecipientStatus.READY.value,
                 queue_recipient.c.next_attempt <= now,
+                queue_recipient.c.server == self.server,
             ]
             if next_hop_prefix:
                 conditions.append(
@@ -271,13 +279,13 @@ class SqliteQueue:
 
         def run(conn: Connection) -> list[QueuedMessage]:
             query = select(queue_message).order_by(queue_message.c.received, queue_message.c.id)
+            mine = [
+                queue_recipient.c.message_id == queue_message.c.id,
+                queue_recipient.c.server == self.server,
+            ]
             if status is not None:
-                query = query.where(
-                    exists().where(
-                        queue_recipient.c.message_id == queue_message.c.id,
-                        queue_recipient.c.status == status.value,
-                    )
-                )
+                mine.append(queue_recipient.c.status == status.value)
+            query = query.where(exists().where(*mine))
             return [_message(r) for r in (conn.execute(query)).mappings()]
 
         return await self._db.read(run)
@@ -291,7 +299,10 @@ class SqliteQueue:
             by_message: dict[str, list[QueuedRecipient]] = {}
             rows = conn.execute(
                 select(queue_recipient)
-                .where(queue_recipient.c.status.in_(values))
+                .where(
+                    queue_recipient.c.status.in_(values),
+                    queue_recipient.c.server == self.server,
+                )
                 .order_by(queue_recipient.c.message_id, queue_recipient.c.ordinal)
             )
             for r in rows.mappings():
@@ -304,6 +315,7 @@ class SqliteQueue:
                     exists().where(
                         queue_recipient.c.message_id == queue_message.c.id,
                         queue_recipient.c.status.in_(values),
+                        queue_recipient.c.server == self.server,
                     )
                 )
                 .order_by(queue_message.c.received, queue_message.c.id)
@@ -320,7 +332,10 @@ class SqliteQueue:
     async def summaries(self) -> list[QueueSummary]:
         def run(conn: Connection) -> list[QueuedRecipient]:
             rows = conn.execute(
-                select(queue_recipient).where(queue_recipient.c.status.in_(_PENDING))
+                select(queue_recipient).where(
+                    queue_recipient.c.status.in_(_PENDING),
+                    queue_recipient.c.server == self.server,
+                )
             )
             return [_recipient(r) for r in rows.mappings()]
 
@@ -346,9 +361,16 @@ class SqliteQueue:
                 queue_recipient.c.message_id == queue_message.c.id,
                 queue_recipient.c.status.in_(_PENDING),
             )
-            rows = conn.execute(
-                select(queue_message.c.id).where(~pending).order_by(queue_message.c.id)
+            # A message of this server's queue (a message without recipients has none).
+            mine = exists().where(
+                queue_recipient.c.message_id == queue_message.c.id,
+                queue_recipient.c.server == self.server,
             )
+            if self.server:
+                query = select(queue_message.c.id).where(~pending, mine)
+            else:
+                query = select(queue_message.c.id).where(~pending)
+            rows = conn.execute(query.order_by(queue_message.c.id))
             return list(rows.scalars())
 
         return await self._db.read(run)

@@ -346,6 +346,9 @@ queue_recipient = Table(
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text, nullable=False),
     Column("next_attempt", Float, nullable=False),
+    # The server whose transport works this row (its queue, as Exchange's queues are
+    # per server); "" on a database one server has to itself (migration 0010).
+    Column("server", String, nullable=False, server_default=text("''")),
     PrimaryKeyConstraint("message_id", "address"),
     Index(None, "status", "next_attempt"),  # the scheduler's "what is due"
 )

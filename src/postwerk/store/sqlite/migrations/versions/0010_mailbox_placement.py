@@ -6,6 +6,8 @@
 - `organization.secret`: the key servers derive their credentials from; an
   existing organization gets one here.
 - `server.certificate_sha256`: the pinned TLS certificate of each server.
+- `queue_recipient.server`: the server whose queue a row is in, for servers sharing
+  one database ("" where one server has the database to itself).
 
 Revision ID: 0010
 Revises: 0009
@@ -44,6 +46,10 @@ def upgrade() -> None:
                 "certificate_sha256", sa.String(), nullable=False, server_default=sa.text("''")
             )
         )
+    with op.batch_alter_table("queue_recipient") as batch:
+        batch.add_column(
+            sa.Column("server", sa.String(), nullable=False, server_default=sa.text("''"))
+        )
     op.execute(
         sa.text("UPDATE organization SET secret = :secret WHERE secret IS NULL").bindparams(
             secret=secrets.token_hex(32)
@@ -52,6 +58,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("queue_recipient") as batch:
+        batch.drop_column("server")
     with op.batch_alter_table("server") as batch:
         batch.drop_column("certificate_sha256")
     with op.batch_alter_table("organization") as batch:
