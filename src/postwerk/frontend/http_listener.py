@@ -17,14 +17,12 @@ the listener never takes SIGTERM/SIGINT (the server process handles them).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 import ssl
-from collections.abc import Generator
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from postwerk.services.asgi import AsgiListener
 
 DEFAULT_GRACEFUL_STOP = 5.0  # seconds open requests get at stop() before they are cancelled
 DEFAULT_KEEP_ALIVE = 30.0  # an idle client connection is closed after this
@@ -34,15 +32,7 @@ DEFAULT_KEEP_ALIVE = 30.0  # an idle client connection is closed after this
 MAX_HEADER_BYTES = 64 * 1024
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside our loop: the server process handles the signals itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class HttpProxyListener:
+class HttpProxyListener(AsgiListener):
     """`app` served on (`host`, `port`); HTTPS when `tls` is given. Port 0 picks an
     ephemeral port (`bound_port` tells which)."""
 
@@ -57,7 +47,6 @@ class HttpProxyListener:
         graceful_stop: float = DEFAULT_GRACEFUL_STOP,
         keep_alive: float = DEFAULT_KEEP_ALIVE,
     ) -> None:
-        self.name = name
         config = uvicorn.Config(
             app,
             host=host,
@@ -80,45 +69,4 @@ class HttpProxyListener:
         # once, and reads `ssl` when it opens the socket.
         config.load()
         config.ssl = tls
-        self._server = _EmbeddedServer(config)
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-
-    async def start(self) -> None:
-        config = self._server.config
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((config.host, config.port))
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self._task = asyncio.create_task(self._server.serve([sock]), name=self.name)
-        while not self._server.started:
-            if self._task.done():
-                self._task = None
-                where = f"{config.host}:{config.port}"
-                raise OSError(f"the {self.name} listener on {where} did not start")
-            await asyncio.sleep(0.01)
-
-    @property
-    def bound_port(self) -> int:
-        assert self._sock is not None, f"the {self.name} listener is not started"
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def connections(self) -> int:
-        """Client connections open now (for the metrics gauge)."""
-        return len(self._server.server_state.connections)
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        super().__init__(config, name)

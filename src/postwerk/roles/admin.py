@@ -21,9 +21,7 @@ check makes that role not ready, never a 500.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -35,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from postwerk.observe import metrics
+from postwerk.services.asgi import AsgiListener
 
 log = structlog.get_logger("postwerk.admin")
 
@@ -94,15 +93,7 @@ async def _run_check(role: str, name: str, check: Check) -> bool:
         return False
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside our loop: the server process handles the signals itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class AdminListener:
+class AdminListener(AsgiListener):
     def __init__(self, probes: AdminProbes, host: str, port: int) -> None:
         config = uvicorn.Config(
             admin_app(probes),
@@ -113,39 +104,4 @@ class AdminListener:
             lifespan="off",
             loop="none",
         )
-        self._server = _EmbeddedServer(config)
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-
-    async def start(self) -> None:
-        # The socket is ours: a port in use is an OSError here, where uvicorn would
-        # log it and raise SystemExit inside the server's event loop.
-        config = self._server.config
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.host, config.port))
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self._task = asyncio.create_task(self._server.serve([sock]), name="admin-listener")
-        while not self._server.started:
-            if self._task.done():
-                self._task = None
-                raise OSError(f"the admin listener on {config.host}:{config.port} did not start")
-            await asyncio.sleep(0.01)
-
-    @property
-    def bound_port(self) -> int:
-        assert self._sock is not None, "the admin listener is not started"
-        return int(self._sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        super().__init__(config, "admin")

@@ -11,7 +11,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -425,41 +425,29 @@ class AllInOneServer:
 
         imap_settings = ImapSettings(max_connections_per_ip=ImapSettings().max_connections)
         pop_settings = Pop3Settings(max_connections_per_ip=Pop3Settings().max_connections)
+        # The same context fields for both services: this server's mailboxes, and logins
+        # on a user's behalf accepted from the organization's servers (and only here).
+        shared: dict[str, Any] = {
+            "directory": self.directory,
+            "locator": local,
+            "throttle": throttle,
+            "tls_context": tls_context,
+            "tarpit_override": self.tarpit_override,
+            "trust": self.trust,
+            "accepts_proxy_logins": True,
+        }
+        imap_at, pop_at = at(ports.imap_backend), at(ports.pop3_backend)
         listeners: list[tuple[int, ImapListener | Pop3Listener]] = [
             (
                 ports.imap_backend,
                 ImapListener(
-                    ImapContext(
-                        directory=self.directory,
-                        locator=local,
-                        throttle=throttle,
-                        tls_context=tls_context,
-                        settings=imap_settings,
-                        tarpit_override=self.tarpit_override,
-                        trust=self.trust,
-                        accepts_proxy_logins=True,
-                    ),
-                    host,
-                    at(ports.imap_backend),
-                    implicit_tls=True,
+                    ImapContext(settings=imap_settings, **shared), host, imap_at, implicit_tls=True
                 ),
             ),
             (
                 ports.pop3_backend,
                 Pop3Listener(
-                    Pop3Context(
-                        directory=self.directory,
-                        locator=local,
-                        throttle=throttle,
-                        tls_context=tls_context,
-                        settings=pop_settings,
-                        tarpit_override=self.tarpit_override,
-                        trust=self.trust,
-                        accepts_proxy_logins=True,
-                    ),
-                    host,
-                    at(ports.pop3_backend),
-                    implicit_tls=True,
+                    Pop3Context(settings=pop_settings, **shared), host, pop_at, implicit_tls=True
                 ),
             ),
         ]
