@@ -6,8 +6,8 @@
 #               to a Mailbox server (127.0.0.2), both on PostgreSQL
 # all on this machine's cores, one configuration at a time.
 #
-# Load, for each: SMTP end to end (bench/e2e.py: smtpload through port 25, delivered
-# counted in the item table) and IMAP4 over TLS on 993 (bench/imapload.py: UID FETCH
+# Load, for each: SMTP end to end (bench/e2e.py: smtpload through port 25, one
+# recipient per message over u1..u20, delivered counted in the item table) and IMAP4 over TLS on 993 (bench/imapload.py: UID FETCH
 # metadata of one mailbox, and 20 sessions looping SELECT + 50 headers + 1 body).
 # Report: bench/split_report.py (split-pg / aio-pg is the proxy's cost; aio-pg /
 # aio-sqlite is PostgreSQL's).
@@ -119,10 +119,12 @@ mailboxes() {  # DIR
 measure() {
     local label=$1 host=$2 count=$3 run rcpts=()
     local u
-    for u in 1 2 3 4; do rcpts+=(--rcpt "u$u@$DOMAIN"); done
+    # One recipient per message, round-robin over every user: each IMAP session below
+    # finds mail in its own mailbox.
+    for u in $(seq 1 "$USERS"); do rcpts+=(--rcpt "u$u@$DOMAIN"); done
     for run in $(seq 1 "$REPEAT"); do
         quiet
-        say "$label: SMTP run $run ($CONNECTIONS connections x $MESSAGES messages, 4 recipients)"
+        say "$label: SMTP run $run ($CONNECTIONS connections x $MESSAGES messages)"
         "$PY" "$HERE/e2e.py" --label "$label" --count-cmd "$count" \
             --out "$OUT/$label-smtp-run$run.json" -- --host "$host" --port $((25 + OFFSET)) \
             --connections "$CONNECTIONS" --messages-per-connection "$MESSAGES" "${rcpts[@]}" \

@@ -21,9 +21,12 @@ import smtplib
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -251,6 +254,9 @@ def test_three_servers_behave_as_one_organization(organization: Organization) ->
         (ALICE, "MBX1-DB01", "MBX1"),
         (BOB, "MBX2-DB01", "MBX2"),
     }
+    # The CAS is ready: its listeners are up and a Mailbox server runs.
+    health = _healthz(org.cas)
+    assert health["roles"]["cas"]["checks"]["mailbox_servers"] is True, health
     servers = {s["name"]: s for s in json.loads(cli(org.cas.data_dir, "server", "list", "--json"))}
     assert {n: (s["roles"], s["running"]) for n, s in servers.items()} == {
         "CAS1": (["cas"], True),
@@ -358,6 +364,15 @@ def test_a_mailbox_move_keeps_uids(organization: Organization) -> None:
     with org.smtp() as s:
         s.sendmail("someone@remote.test", [ALICE], b"Subject: after move\r\n\r\nx\r\n")
     org.wait_subject(ALICE, "after move")
+
+
+def _healthz(machine: Machine) -> dict[str, Any]:
+    url = f"http://{machine.address}:{machine.port(9025)}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body says why
+        return dict(json.loads(exc.read()))
 
 
 def _login_ok(org: Organization, user: str) -> bool:

@@ -488,9 +488,18 @@ class AllInOneServer:
         async def transport() -> bool:
             return self.transport.running
 
+        async def mailbox_servers() -> bool:
+            # A Client Access server alone serves nobody without a running Mailbox server.
+            assert self.placement is not None
+            await self.placement.refresh()
+            servers = self.placement.servers.values()
+            return any("mailbox" in s.roles and self.placement.running(s.name) for s in servers)
+
         checks: dict[str, dict[str, Check]] = {}
         if "cas" in self.settings.server.roles:
             checks["cas"] = {"smtp_listeners": smtp_listening, "imap4_pop3": access_services}
+            if not self.has_mailbox:
+                checks["cas"]["mailbox_servers"] = mailbox_servers
         if "mailbox" in self.settings.server.roles:
             checks["mailbox"] = {"database": database, "transport": transport}
 
