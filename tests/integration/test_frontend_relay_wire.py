@@ -41,6 +41,8 @@ class FakeBackend:
     commands: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     unfinished: list[bytes] = field(default_factory=list)  # DATA bodies cut off
+    # Commands read while the next one had already arrived (written together).
+    followed: list[str] = field(default_factory=list)
     server: asyncio.Server | None = None
 
     @property
@@ -63,6 +65,8 @@ class FakeBackend:
                 text = line.decode().rstrip("\r\n")
                 verb = text.split(" ", 1)[0].upper()
                 self.commands.append(text)
+                if reader._buffer:  # type: ignore[attr-defined]
+                    self.followed.append(verb)
                 if verb in self.replies:
                     writer.write(self.replies[verb])
                     if self.replies[verb].startswith(b"421"):
@@ -342,3 +346,39 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_mail_and_the_first_rcpt_go_in_one_write_when_pipelining(
+    env: Env, pipelining: bool
+) -> None:
+    """RFC 2920: one round trip less per message; `rcpt` answers from the reply read with
+    MAIL's. Without PIPELINING, one command at a time."""
+    fake = await env.backend()
+    if not pipelining:
+        fake.ehlo = ("DSN", "8BITMIME")
+    env.register("MBX1", fake)
+    relay = env.factory().relay(_connector())
+    first = ("u@example.test", RcptParams())
+    assert await relay.begin("a@remote.test", MailParams(), None, "DB1", first) is None
+    assert (await relay.rcpt("u@example.test", RcptParams())).code == 250
+    assert (await relay.rcpt("v@example.test", RcptParams())).code == 250
+    message = relay.message(info(), ["u@example.test", "v@example.test"])
+    await message.write(b"Subject: p\r\n\r\nx\r\n")
+    assert (await message.finish()).code == 250
+    await relay.close()
+    rcpts = [c for c in fake.commands if c.startswith("RCPT")]
+    assert rcpts == ["RCPT TO:<u@example.test>", "RCPT TO:<v@example.test>"]  # once each
+    assert ("MAIL" in fake.followed) is pipelining
+
+
+async def test_a_pipelined_rcpt_refused_is_the_clients_reply(env: Env) -> None:
+    fake = await env.backend()
+    fake.replies["RCPT"] = b"552 5.2.2 mailbox full\r\n"
+    env.register("MBX1", fake)
+    relay = env.factory().relay(_connector())
+    first = ("u@example.test", RcptParams())
+    assert await relay.begin("a@remote.test", MailParams(), None, "DB1", first) is None
+    reply = await relay.rcpt("u@example.test", RcptParams())
+    assert (reply.code, reply.status) == (552, "5.2.2")
+    await relay.close()

@@ -765,7 +765,11 @@ class SmtpSession:
         if not txn.relayed:
             # The first accepted recipient picks the Mailbox server: its database's.
             failure = await relay.begin(
-                txn.sender, txn.params, txn.submitter, recipient.database if recipient else None
+                txn.sender,
+                txn.params,
+                txn.submitter,
+                recipient.database if recipient else None,
+                first_rcpt=(address, params),
             )
             if failure is not None:
                 self.log.info("relay_refused", code=failure.code, status=failure.status)
