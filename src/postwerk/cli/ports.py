@@ -41,6 +41,7 @@ async def read_topology(ctx: _Ctx) -> Topology:
         send_connectors=tuple(await directory.list_send_connectors()),
         imap=_access(imap, ImapSettings),
         pop=_access(pop, Pop3Settings),
+        web_services=settings.web.proxy,
     )
 
 

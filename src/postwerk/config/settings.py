@@ -277,6 +277,21 @@ class AdminSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The Client Access HTTP services on 443 and 80 (Exchange's web services)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proxy: bool = Field(
+        False,
+        description="Serve the Client Access HTTP proxy on the `https` and `http` ports "
+        "(plus the offset): /owa, /ews, /Microsoft-Server-ActiveSync, /autodiscover, /oab, "
+        "/mapi and /rpc forwarded to the back end (444) of the user's Mailbox server "
+        "(docs/http-proxy.md). Off by default: the back-end services arrive in later "
+        "milestones, and until then every request is answered 503.",
+    )
+
+
 class AgentSettings(BaseModel):
     """Transport agents, called in the order listed (docs/agents.md)."""
 
@@ -343,6 +358,7 @@ class Settings(BaseModel):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
 
 class ConfigError(Exception):

@@ -25,6 +25,8 @@ from postwerk.directory.server_auth import (
     certificate_sha256,
 )
 from postwerk.directory.service import Directory
+from postwerk.frontend.http_listener import HttpProxyListener
+from postwerk.frontend.http_proxy import HttpProxy, MailboxUpstreams
 from postwerk.frontend.routing import (
     DirectoryLocator,
     MailboxBackend,
@@ -157,6 +159,9 @@ class AllInOneServer:
     pruner: TombstonePruner | None = None  # expunge tombstones past `[database] tombstone_days`
     heartbeat: Heartbeat | None = None  # this server's entry in the directory, kept alive
     admin: AdminListener | None = None  # /healthz and /metrics on loopback (`[admin]`)
+    # The Client Access HTTP proxy on 443/80 (`[web] proxy`) and its upstream client.
+    web: list[HttpProxyListener] = field(default_factory=list)
+    http_proxy: HttpProxy | None = None
     # PostgreSQL only: mailbox changes to and from the other servers (LISTEN/NOTIFY).
     change_channel: PgChangeChannel | None = None
     pop3: ProtocolRuntime | None = None  # POP3 listeners, started by `postwerk pop enable`
@@ -172,6 +177,7 @@ class AllInOneServer:
     mailbox_backend: MailboxBackend = field(init=False)
 
     def __post_init__(self) -> None:
+        self.web_ports: dict[int, int] = {}  # configured → listening, for `ports`
         self.mailbox_backend = MailboxBackend(
             self.backend.sql.mailstore, self.backend.blobs, self.notifier
         )
@@ -199,6 +205,7 @@ class AllInOneServer:
         ports = {listener.config_port: listener.bound_port for listener in self.listeners}
         for port, backend in self.backend_listeners.items():
             ports[port] = backend.bound_port
+        ports.update(self.web_ports)
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 ports.update(runtime.bound_ports)
@@ -271,6 +278,8 @@ class AllInOneServer:
         if not self.ephemeral_ports:
             try:
                 admin = [settings.admin.port] if settings.admin.enabled else []
+                if self.has_cas and settings.web.proxy:
+                    admin += [settings.ports.https, settings.ports.http]
                 check_port_offset(self.port_offset, sorted({*ports, *admin}))
             except PortOffsetOutOfRange:
                 await self.stop()
@@ -382,10 +391,37 @@ class AllInOneServer:
                     f"cannot listen on {settings.admin.bind}:{port} (admin): {exc.strerror or exc}"
                 ) from exc
             log.info("listening", port=self.admin.bound_port, host=settings.admin.bind, admin=True)
+        if self.has_cas and settings.web.proxy:
+            await self._start_web(tls_context, host, locator)
         if self.outbound is not None and self.has_mailbox:
             self.outbound.start()
         if self.workers is not None and self.has_mailbox:
             await self.workers.start()
+
+    async def _start_web(
+        self, tls_context: ssl.SSLContext, host: str | None, locator: DirectoryLocator
+    ) -> None:
+        """The HTTP proxy to the back ends (frontend/http_proxy.py) on 443 and 80."""
+        ports = self.settings.ports
+        https = ports.https + (0 if self.ephemeral_ports else self.port_offset)
+        self.http_proxy = HttpProxy(
+            self.directory.authenticate,
+            MailboxUpstreams(self.backend.sql.directory.find_recipient, locator),
+            realm=self.settings.server.hostname,
+            via=self.label,
+            https_port=None if self.ephemeral_ports else https,
+        )
+        bind = host or "0.0.0.0"
+        for name, port, tls in (("https", ports.https, tls_context), ("http", ports.http, None)):
+            listen = 0 if self.ephemeral_ports else port + self.port_offset
+            listener = HttpProxyListener(self.http_proxy, bind, listen, tls, name=name)
+            try:
+                await listener.start()
+            except OSError as exc:
+                await self.stop()
+                raise PortInUse(f"cannot listen on {bind}:{listen} ({name}): {exc}") from exc
+            self.web.append(listener)
+            self.web_ports[port] = listener.bound_port
 
     def _relay(self) -> RelayFactory:
         assert self.placement is not None and self.trust is not None
@@ -520,6 +556,9 @@ class AllInOneServer:
             await self.admin.stop()
         await asyncio.gather(*(listener.stop() for listener in self.listeners))
         await asyncio.gather(*(b.stop() for b in self.backend_listeners.values()))
+        await asyncio.gather(*(w.stop() for w in self.web))
+        if self.http_proxy is not None:
+            await self.http_proxy.aclose()
         for runtime in (self.pop3, self.imap):
             if runtime is not None:
                 await runtime.stop()
