@@ -295,6 +295,13 @@ def test_three_servers_behave_as_one_organization(organization: Organization) ->
     assert count == 2
     assert b"hello" in b"\r\n".join(pop.retr(1)[1])
     pop.quit()
+    # The CAS counts what it relayed and proxied (/metrics on its admin listener).
+    url = f"http://{org.cas.address}:{org.cas.port(9025)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        scraped = response.read().decode()
+    assert _sample(scraped, 'postwerk_frontend_relay_connections_total{result="connected"}') >= 1
+    logins = 'postwerk_frontend_proxy_logins_total{protocol="imap4",result="relayed"}'
+    assert _sample(scraped, logins) >= 2
 
 
 def test_idle_through_cas_sees_mail_relayed_between_mailbox_servers(
@@ -364,6 +371,13 @@ def test_a_mailbox_move_keeps_uids(organization: Organization) -> None:
     with org.smtp() as s:
         s.sendmail("someone@remote.test", [ALICE], b"Subject: after move\r\n\r\nx\r\n")
     org.wait_subject(ALICE, "after move")
+
+
+def _sample(scraped: str, name: str) -> float:
+    for line in scraped.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _healthz(machine: Machine) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from typing import Any, Final
 from postwerk.directory.server_auth import ServerTrust, internal_client_context, pinned
 from postwerk.directory.service import Directory
 from postwerk.frontend.routing import RemoteRoute
+from postwerk.observe import metrics
 from postwerk.protocols.sasl.mechanisms import Credentials
 from postwerk.services.channel import FramedChannel, RelayPeer
 from postwerk.store.records import Recipient, RecipientKind
@@ -367,11 +368,13 @@ async def open_backend(
         raise
     if isinstance(outcome, LoggedIn) and link is not None:
         log.info("proxy_login", mailbox=mailbox, protocol=protocol)
+        metrics.PROXY_LOGINS.labels(protocol=protocol, result="relayed").inc()
         return Backend(link, route, outcome.capabilities, outcome.text)
     if link is not None:
         link.close()
     assert isinstance(outcome, Refused)
     log.warning("proxy_refused", mailbox=mailbox, protocol=protocol, reason=outcome.reason)
+    metrics.PROXY_LOGINS.labels(protocol=protocol, result="refused").inc()
     return outcome
 
 

@@ -48,6 +48,23 @@ CONNECTIONS = Gauge(
     ["service"],
     registry=REGISTRY,
 )
+# Client Access → Mailbox (M4): the SMTP relay's back-end connections and the
+# IMAP4/POP3 proxy's logins, by outcome.
+RELAY_CONNECTIONS = Counter(
+    "postwerk_frontend_relay_connections_total",
+    "Front End Transport connections to Mailbox servers, by result (connected; failed: "
+    "that server was skipped for the next; unavailable: none could take the "
+    "transaction, 451 4.4.0; lost: a back end went away mid-transaction).",
+    ["result"],
+    registry=REGISTRY,
+)
+PROXY_LOGINS = Counter(
+    "postwerk_frontend_proxy_logins_total",
+    "IMAP4/POP3 logins proxied to another Mailbox server's back end, by protocol and "
+    "result (relayed; refused: the client got a temporary failure).",
+    ["protocol", "result"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "postwerk_transport_queue_messages",
     "Messages waiting, by queue (as `postwerk queue list` names them).",

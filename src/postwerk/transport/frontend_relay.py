@@ -69,6 +69,7 @@ from postwerk.core.replies import Reply
 from postwerk.directory.connectors import ANONYMOUS_USERS
 from postwerk.directory.server_auth import ServerTrust, internal_client_context, pinned
 from postwerk.frontend.routing import Placement, server_host
+from postwerk.observe import metrics
 from postwerk.protocols.smtp.client import (
     DotStuffer,
     Extensions,
@@ -400,15 +401,18 @@ class MailboxRelay:
                 backend = await target.open()
             except Unusable as exc:
                 self.log.warning("relay_server_failed", server=target.name, error=str(exc))
+                metrics.RELAY_CONNECTIONS.labels(result="failed").inc()
                 last = exc.reply or last
                 continue
             self._backend = backend
             self.log.info("relay_connected", server=target.name)
+            metrics.RELAY_CONNECTIONS.labels(result="connected").inc()
             outcome = await self._mail(backend, sender, params, submitter)
             if not isinstance(outcome, _Retry):
                 return outcome
             last = outcome.reply or last
         self.log.warning("relay_unavailable", tried=len(route.targets))
+        metrics.RELAY_CONNECTIONS.labels(result="unavailable").inc()
         return self.factory.unavailable(last)
 
     async def _mail(
@@ -433,6 +437,7 @@ class MailboxRelay:
                 rcpt_reply = await backend.wire.reply(timeout)  # 503 when MAIL was refused
         except (ConnectionLost, TimeoutError, ReplyError) as exc:
             self.log.info("relay_server_failed", server=backend.server, error=str(exc))
+            metrics.RELAY_CONNECTIONS.labels(result="failed").inc()
             self._drop()
             return _Retry(None)
         if reply.code == 250:
@@ -638,6 +643,7 @@ class MailboxRelay:
 
     def _lost(self, detail: str) -> Reply:
         self.log.warning("relay_lost", server=self.server, error=detail)
+        metrics.RELAY_CONNECTIONS.labels(result="lost").inc()
         self._drop()
         self.failed = self.factory.lost
         return self.factory.lost
