@@ -55,3 +55,12 @@ def test_init_refuses_a_database_url_it_cannot_serve(tmp_path: Path) -> None:
     )
     assert_one_line_error(result, "--database takes sqlite:///PATH or postgresql://")
     assert not (data_dir / "postwerk.toml").exists()
+
+
+def test_init_refuses_split_roles_without_a_shared_database(tmp_path: Path) -> None:
+    for roles in ("cas", "mailbox"):
+        data_dir = tmp_path / roles
+        result = run("init", "--domain", "example.test", "--roles", roles, data_dir=data_dir)
+        assert_one_line_error(result, f"--roles {roles}: Client Access and Mailbox")
+        assert "--database postgresql://" in result.stderr
+        assert not (data_dir / "postwerk.toml").exists()

@@ -223,6 +223,12 @@ def init(
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
     if database and not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
         _fail("--database takes sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    if set(role_list) in ({"cas"}, {"mailbox"}) and not database.startswith("postgres"):
+        # A lone front end or back end would have nobody to relay to or be reached by.
+        _fail(
+            f"--roles {roles}: Client Access and Mailbox on separate servers share the "
+            "organization's database: add --database postgresql://USER@HOST:PORT/DB"
+        )
     try:
         settings = Settings.model_validate(
             {

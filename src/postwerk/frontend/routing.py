@@ -148,6 +148,16 @@ class Placement:
         record = self.servers.get(server)
         return record is not None and is_running(record, self._wall())
 
+    async def running_record(self, server: str) -> ServerRecord | None:
+        """`server`'s record when it runs, read again at once if it seemed stopped
+        (it may have come back since the last read); None when it does not run."""
+        await self.refresh()
+        if not self.running(server):
+            await self.refresh(force=True)
+            if not self.running(server):
+                return None
+        return self.servers[server]
+
     def server_of(self, database: str | None) -> str | None:
         db = self.databases.get(database) if database else None
         return db.server if db else None
@@ -185,11 +195,9 @@ class DirectoryLocator:
             return Unavailable(f"mailbox in no known database ({current.database})")
         if server == self.this_server and self._local_route is not None:
             return self._local_route
-        if not self.placement.running(server):
-            await self.placement.refresh(force=True)  # perhaps it came back
-            if not self.placement.running(server):
-                return Unavailable(f"server {server} of database {current.database} is down")
-        record = self.placement.servers[server]
+        record = await self.placement.running_record(server)
+        if record is None:
+            return Unavailable(f"server {server} of database {current.database} is down")
         return RemoteRoute(
             server=server,
             host=server_host(record),

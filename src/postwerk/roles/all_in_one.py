@@ -287,13 +287,7 @@ class AllInOneServer:
         for port in ports:
             listen_port = 0 if self.ephemeral_ports else port + self.port_offset
             listener = SmtpListener(ctx, host, listen_port, port)
-            try:
-                await listener.start()
-            except OSError as exc:
-                await self.stop()
-                raise PortInUse(
-                    f"cannot listen on {host or '*'}:{port + self.port_offset}: {exc.strerror}"
-                ) from exc
+            await self._open(listener, host, port)
             self.listeners.append(listener)
             log.info("listening", port=listener.bound_port, host=host or "*")
         label = self.label
@@ -398,6 +392,21 @@ class AllInOneServer:
         if self.workers is not None and self.has_mailbox:
             await self.workers.start()
 
+    async def _open(
+        self,
+        listener: ImapListener | Pop3Listener | SmtpListener | HttpProxyListener,
+        host: str | None,
+        port: int,
+    ) -> None:
+        """Start `listener` (configured `port`); a port in use stops the server with one line."""
+        try:
+            await listener.start()
+        except OSError as exc:
+            await self.stop()
+            raise PortInUse(
+                f"cannot listen on {host or '*'}:{port + self.port_offset}: {exc.strerror or exc}"
+            ) from exc
+
     async def _start_web(
         self, tls_context: ssl.SSLContext, host: str | None, locator: DirectoryLocator
     ) -> None:
@@ -415,11 +424,7 @@ class AllInOneServer:
         for name, port, tls in (("https", ports.https, tls_context), ("http", ports.http, None)):
             listen = 0 if self.ephemeral_ports else port + self.port_offset
             listener = HttpProxyListener(self.http_proxy, bind, listen, tls, name=name)
-            try:
-                await listener.start()
-            except OSError as exc:
-                await self.stop()
-                raise PortInUse(f"cannot listen on {bind}:{listen} ({name}): {exc}") from exc
+            await self._open(listener, bind, port)
             self.web.append(listener)
             self.web_ports[port] = listener.bound_port
 
@@ -488,13 +493,7 @@ class AllInOneServer:
             ),
         ]
         for port, listener in listeners:
-            try:
-                await listener.start()
-            except OSError as exc:
-                await self.stop()
-                raise PortInUse(
-                    f"cannot listen on {host or '*'}:{port + self.port_offset}: {exc.strerror}"
-                ) from exc
+            await self._open(listener, host, port)
             self.backend_listeners[port] = listener
 
     async def hosted_elsewhere(self, recipient: Recipient) -> str | None:

@@ -83,7 +83,7 @@ from postwerk.protocols.smtp.xtext import xtext_encode
 from postwerk.store.records import ReceiveConnector, ServerRecord
 from postwerk.transport.envelope import ReceiveInfo
 from postwerk.transport.intake import header_rejection, received_header
-from postwerk.transport.smtp_client import ConnectionLost, Wire
+from postwerk.transport.smtp_client import ConnectionLost, Wire, quit_quietly
 
 __all__ = [
     "RELAY_LOST",
@@ -106,7 +106,6 @@ OUTBOUND_PROXY_PORT = 717
 # Body octets gathered into one BDAT chunk to the back end (fewer round trips).
 FORWARD_CHUNK = 256 * 1024
 _READ_SIZE = 1 << 16
-_QUIT_TIMEOUT = 5.0
 _INTERNAL_ID = re.compile(r"InternalId=([^,\]\s]+)")
 
 RELAY_UNAVAILABLE = Reply(
@@ -179,7 +178,7 @@ class RelayPolicy:
 
     def retire(self, wire: Wire) -> None:
         """QUIT in the background: the client's session does not wait for a goodbye."""
-        task = asyncio.get_running_loop().create_task(_quit(wire))
+        task = asyncio.get_running_loop().create_task(quit_quietly(wire))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
@@ -542,7 +541,7 @@ class MailboxRelay:
         self._body = None
         if backend is None:
             return
-        await _quit(backend.wire)
+        await quit_quietly(backend.wire)
 
     # -- the body ---------------------------------------------------------------
 
@@ -673,16 +672,6 @@ class _Retry:
     """`_mail`'s answer when this server did not take MAIL: try the next one."""
 
     reply: Reply | None  # its 4xx, if it gave one
-
-
-async def _quit(wire: Wire) -> None:
-    try:
-        if wire.connected:
-            await wire.command(b"QUIT\r\n", _QUIT_TIMEOUT)
-    except (ConnectionLost, TimeoutError, ReplyError, OSError):
-        pass
-    finally:
-        wire.close()
 
 
 @dataclass(eq=False)

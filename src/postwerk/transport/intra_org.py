@@ -34,12 +34,9 @@ class MailboxServerRoute:
         self._tls = internal_client_context()
 
     async def __call__(self, server: str) -> Destination | None:
-        await self.placement.refresh()
-        if not self.placement.running(server):
-            await self.placement.refresh(force=True)  # perhaps it came back
-            if not self.placement.running(server):
-                return None
-        record = self.placement.servers[server]
+        record = await self.placement.running_record(server)
+        if record is None:
+            return None
         return Destination(
             hosts=[(record.fqdn, server_host(record))],
             helo_name=self.helo_name,

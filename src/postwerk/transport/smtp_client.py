@@ -1029,10 +1029,15 @@ class OutboundClient:
 
     @staticmethod
     async def _quit_quietly(wire: Wire) -> None:
-        try:
-            if wire.connected:
-                await wire.command(b"QUIT\r\n", _QUIT_TIMEOUT)
-        except (ConnectionLost, TimeoutError, ReplyError, OSError):
-            pass
-        finally:
-            wire.close()
+        await quit_quietly(wire)
+
+
+async def quit_quietly(wire: Wire) -> None:
+    """QUIT if the connection is still up, then close it; never raises for the peer."""
+    try:
+        if wire.connected:
+            await wire.command(b"QUIT\r\n", _QUIT_TIMEOUT)
+    except (ConnectionLost, TimeoutError, ReplyError, OSError):
+        pass
+    finally:
+        wire.close()
