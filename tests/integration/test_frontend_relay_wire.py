@@ -382,3 +382,22 @@ async def test_a_pipelined_rcpt_refused_is_the_clients_reply(env: Env) -> None:
     reply = await relay.rcpt("u@example.test", RcptParams())
     assert (reply.code, reply.status) == (552, "5.2.2")
     await relay.close()
+
+
+async def test_a_silent_server_times_out_and_the_next_one_takes_the_transaction(
+    env: Env,
+) -> None:
+    """A Mailbox server that accepts the connection and never greets is given up after
+    the factory's connect timeout (5 s here, 15 s by default), not waited for forever."""
+    silent = await env.backend(replies={"GREETING": b""})
+    env.register("MBX1", silent)
+    working = await env.backend()
+    env.register("MBX2", working)
+    relay = env.factory().relay(_connector())
+    started = time.monotonic()
+    assert await relay.begin("a@remote.test", MailParams(), None, "DB1") is None
+    assert time.monotonic() - started < 10
+    assert (await relay.rcpt("u@example.test", RcptParams())).code == 250
+    assert any(c.startswith("MAIL") for c in working.commands)
+    assert not silent.commands
+    await relay.close()
